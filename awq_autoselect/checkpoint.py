@@ -1,0 +1,454 @@
+"""Reading and validating an AWQ checkpoint directory, without torch.
+
+Everything here works from ``config.json`` and the safetensors headers (a little-endian length and a JSON
+table), so a checkpoint can be checked, its layout identified and its layer shapes listed on a machine that
+has neither torch nor a GPU. Nothing here writes to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from .catalogue import Layout
+from .errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    NotAwqCheckpointError,
+    UnsupportedModelTypeError,
+    UnsupportedQuantConfigError,
+)
+
+__all__ = [
+    "AUTOAWQ_MODEL_TYPES",
+    "SUPPORTED_GROUP_SIZES",
+    "CheckpointInfo",
+    "QuantConfig",
+    "QuantizedLayer",
+    "TensorMeta",
+    "read_checkpoint",
+    "read_safetensors_header",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# AutoAWQ 0.2.9's AWQ_CAUSAL_LM_MODEL_MAP (AWQ:awq/models/auto.py); tests check this copy against awq itself.
+AUTOAWQ_MODEL_TYPES: frozenset[str] = frozenset(
+    {
+        "RefinedWeb",
+        "RefinedWebModel",
+        "Yi",
+        "aquila",
+        "baichuan",
+        "bloom",
+        "cohere",
+        "deepseek_v2",
+        "deepseek_v3",
+        "exaone",
+        "falcon",
+        "gemma",
+        "gemma2",
+        "gpt_bigcode",
+        "gpt_neox",
+        "gptj",
+        "internlm2",
+        "llama",
+        "llava",
+        "llava_next",
+        "minicpm",
+        "minicpm3",
+        "mistral",
+        "mixtral",
+        "mpt",
+        "opt",
+        "phi3",
+        "phi3_v",
+        "qwen",
+        "qwen2",
+        "qwen2_5_omni",
+        "qwen2_5_vl",
+        "qwen2_vl",
+        "qwen3",
+        "qwen3_moe",
+        "stablelm",
+        "starcoder2",
+    }
+)
+
+# -1 is per-channel (one group spanning in_features). Every kernel's own list is a subset of these; AWQ
+# quantizers produce nothing else.
+SUPPORTED_GROUP_SIZES: frozenset[int] = frozenset({-1, 32, 64, 128, 256, 512, 1024})
+
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A checkpoint's AWQ quantization settings (``config.json`` → ``quantization_config``)."""
+
+    bits: int = 4
+    group_size: int = 128
+    zero_point: bool = True
+    layout: Layout = Layout.GEMM
+    modules_to_not_convert: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object], *, where: str = "quantization_config") -> QuantConfig:
+        """Validate and read a transformers-style (``bits``, ``group_size``) or AutoAWQ-style dict.
+
+        Raises:
+            NotAwqCheckpointError: ``quant_method`` is present and is not ``awq``.
+            UnsupportedQuantConfigError: bits other than 4, an unsupported group size, or an unknown version.
+        """
+        method = data.get("quant_method", "awq")
+        if not isinstance(method, str) or method.lower() != "awq":
+            raise NotAwqCheckpointError(
+                f"{where}: quant_method is {method!r}, not 'awq': this is not an AWQ checkpoint; "
+                "load it with the library that made it"
+            )
+        bits = data.get("bits", data.get("w_bit", 4))
+        if bits != 4 or isinstance(bits, bool):
+            raise UnsupportedQuantConfigError(
+                f"{where}: bits={bits!r}: AutoAWQ's kernels only run 4-bit weights; re-quantize with w_bit=4"
+            )
+        group = data.get("group_size", data.get("q_group_size", 128))
+        if not isinstance(group, int) or isinstance(group, bool) or group not in SUPPORTED_GROUP_SIZES:
+            sizes = ", ".join(str(g) for g in sorted(SUPPORTED_GROUP_SIZES))
+            raise UnsupportedQuantConfigError(
+                f"{where}: group_size={group!r} is not supported (expected one of {sizes}); "
+                "re-quantize with q_group_size=128, the size every AWQ kernel runs"
+            )
+        zero_point = data.get("zero_point", True)
+        if not isinstance(zero_point, bool):
+            raise UnsupportedQuantConfigError(f"{where}: zero_point={zero_point!r} must be true or false")
+        version = data.get("version", "gemm")
+        try:
+            layout = Layout(str(version).lower().replace("-", "_"))
+        except ValueError:
+            known = ", ".join(v.value for v in Layout)
+            raise UnsupportedQuantConfigError(
+                f"{where}: version={version!r} is not an AutoAWQ layout (expected one of {known})"
+            ) from None
+        not_convert = data.get("modules_to_not_convert") or ()
+        if not isinstance(not_convert, (list, tuple)) or not all(isinstance(m, str) for m in not_convert):
+            raise UnsupportedQuantConfigError(f"{where}: modules_to_not_convert must be a list of names")
+        return cls(
+            bits=4, group_size=group, zero_point=zero_point, layout=layout, modules_to_not_convert=tuple(not_convert)
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """The transformers-style dict AutoAWQ writes into ``config.json`` (version lower-case)."""
+        return {
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "modules_to_not_convert": list(self.modules_to_not_convert) or None,
+            "quant_method": "awq",
+            "version": self.layout.value,
+            "zero_point": self.zero_point,
+        }
+
+    def group_size_for(self, in_features: int) -> int:
+        """The effective group size for a layer (``-1`` means one group over all input features)."""
+        return in_features if self.group_size == -1 else self.group_size
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """One tensor's entry in a safetensors header."""
+
+    name: str
+    dtype: str  # safetensors dtype code: I32, I16, F16, BF16, ...
+    shape: tuple[int, ...]
+    file: Path
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """One quantized linear layer as stored: its module path, shape and packed layout."""
+
+    prefix: str  # e.g. model.layers.0.self_attn.q_proj
+    in_features: int
+    out_features: int
+    layout: Layout
+    has_bias: bool
+    nbytes: int  # bytes of qweight + qzeros + scales (+ bias): what a forward reads from memory
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What :func:`read_checkpoint` found: a validated AWQ checkpoint directory."""
+
+    path: Path
+    model_type: str
+    architectures: tuple[str, ...]
+    quant: QuantConfig
+    weight_files: tuple[Path, ...]
+    tensors: Mapping[str, TensorMeta]
+    layers: tuple[QuantizedLayer, ...]
+    config: Mapping[str, object]
+
+    @property
+    def layout(self) -> Layout:
+        """The packed layout of the weights (checked against ``quantization_config.version``)."""
+        return self.quant.layout
+
+    @property
+    def quantized_bytes(self) -> int:
+        """Bytes of packed weights, scales and zeros in all quantized layers."""
+        return sum(layer.nbytes for layer in self.layers)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Distinct ``(in_features, out_features)`` pairs of the quantized layers."""
+        return tuple(sorted({(layer.in_features, layer.out_features) for layer in self.layers}))
+
+
+def read_safetensors_header(file: Path) -> dict[str, TensorMeta]:
+    """Parse one safetensors file's header and check that the file holds every byte it declares.
+
+    Raises:
+        CorruptCheckpointError: unreadable header, inconsistent entries, or a truncated file.
+    """
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            raw_len = fh.read(8)
+            if len(raw_len) != 8:
+                raise CorruptCheckpointError(
+                    f"{file}: {size} bytes is too short for a safetensors file; re-download or re-save the checkpoint"
+                )
+            (header_len,) = struct.unpack("<Q", raw_len)
+            if header_len > min(_MAX_HEADER_BYTES, size - 8):
+                raise CorruptCheckpointError(
+                    f"{file}: header length {header_len} does not fit in a "
+                    f"{size}-byte file: the file is truncated or not safetensors"
+                )
+            header = json.loads(fh.read(header_len))
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{file}: cannot read: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(
+            f"{file}: the safetensors header is not valid JSON ({exc}); re-download or re-save the checkpoint"
+        ) from exc
+    if not isinstance(header, dict):
+        raise CorruptCheckpointError(f"{file}: the safetensors header is not a JSON object")
+    data_start = 8 + header_len
+    result: dict[str, TensorMeta] = {}
+    end_max = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = str(entry["dtype"])
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(x) for x in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpointError(f"{file}: malformed header entry for tensor {name!r}") from exc
+        expected = math.prod(shape) * _DTYPE_BYTES.get(dtype, 0)
+        if dtype not in _DTYPE_BYTES or end - begin != expected or begin < 0:
+            raise CorruptCheckpointError(
+                f"{file}: tensor {name!r} declares {dtype}{list(shape)} but spans {end - begin} bytes"
+            )
+        end_max = max(end_max, end)
+        result[name] = TensorMeta(name=name, dtype=dtype, shape=shape, file=file, nbytes=expected)
+    if data_start + end_max > size:
+        raise CorruptCheckpointError(
+            f"{file}: truncated: the header needs {data_start + end_max} bytes but the file has {size}; "
+            "re-download or re-save the checkpoint"
+        )
+    return result
+
+
+def _weight_files(root: Path) -> tuple[Path, ...]:
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptCheckpointError(f"{index}: not a valid safetensors index ({exc})") from exc
+        files = tuple(root / name for name in names)
+        for file in files:
+            if not file.is_file():
+                raise CheckpointNotFoundError(
+                    f"{root}: the index lists {file.name}, which is missing; download every shard of the checkpoint"
+                )
+        return files
+    files = tuple(sorted(root.glob("*.safetensors")))
+    if not files:
+        if any(root.glob("*.bin")) or any(root.glob("*.pt")):
+            raise CheckpointError(
+                f"{root}: has only PyTorch pickle weights (*.bin/*.pt); awq_autoselect reads "
+                "safetensors: re-save the model with safe_serialization=True"
+            )
+        raise CheckpointNotFoundError(f"{root}: no *.safetensors weights found beside config.json")
+    return files
+
+
+def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: QuantConfig) -> QuantizedLayer:
+    qweight = tensors[f"{prefix}.qweight"]
+    qzeros = tensors.get(f"{prefix}.qzeros")
+    scales = tensors.get(f"{prefix}.scales")
+    bias = tensors.get(f"{prefix}.bias")
+    where = f"{qweight.file.name}: layer {prefix}"
+    if scales is None or len(scales.shape) != 2 or len(qweight.shape) != 2:
+        raise CorruptCheckpointError(f"{where} has qweight but no 2-D scales: the weights file is incomplete")
+    if qweight.dtype == "I16":
+        layout = Layout.GEMV_FAST
+        out_features, in_features = qweight.shape[0] * 4, qweight.shape[1]
+        ok = qzeros is not None and qzeros.dtype == "F16" and scales.shape[1] == out_features
+    elif qweight.dtype == "I32" and qzeros is None:
+        layout = Layout.MARLIN
+        in_features, out_features = qweight.shape[0] * 16, qweight.shape[1] // 2
+        ok = scales.shape[1] == out_features
+    elif qweight.dtype == "I32" and qzeros is not None and qzeros.dtype == "I32" and len(qzeros.shape) == 2:
+        if scales.shape[1] == qweight.shape[1] * 8 and qzeros.shape[1] * 8 == scales.shape[1]:
+            layout = Layout.GEMM
+            in_features, out_features = qweight.shape[0], scales.shape[1]
+            ok = qzeros.shape[0] == scales.shape[0]
+        else:
+            layout = Layout.GEMV
+            out_features, in_features = qweight.shape[0], qweight.shape[1] * 8
+            ok = scales.shape[0] == out_features and qzeros.shape[0] == out_features
+    else:
+        raise CorruptCheckpointError(f"{where}: qweight {qweight.dtype}{list(qweight.shape)} is no AWQ layout")
+    if not ok:
+        raise CorruptCheckpointError(
+            f"{where}: qweight {list(qweight.shape)}, scales {list(scales.shape)} and qzeros "
+            f"{list(qzeros.shape) if qzeros else None} do not fit one {layout.value} layer"
+        )
+    if layout is not quant.layout:
+        raise CorruptCheckpointError(
+            f"{where} is packed in the {layout.value.upper()} layout but quantization_config.version says "
+            f"{quant.layout.value!r}: fix the version in config.json (AutoAWQ would load garbage)"
+        )
+    group = quant.group_size_for(in_features)
+    if in_features % group:
+        raise UnsupportedQuantConfigError(
+            f"{where}: group_size {quant.group_size} does not divide in_features {in_features}"
+        )
+    if layout is Layout.GEMM and scales.shape[0] != in_features // group:
+        raise CorruptCheckpointError(
+            f"{where}: scales has {scales.shape[0]} groups, group_size {group} over {in_features} inputs "
+            f"needs {in_features // group}: quantization_config.group_size does not match the weights"
+        )
+    nbytes = sum(t.nbytes for t in (qweight, qzeros, scales, bias) if t is not None)
+    return QuantizedLayer(
+        prefix=prefix,
+        in_features=in_features,
+        out_features=out_features,
+        layout=layout,
+        has_bias=bias is not None,
+        nbytes=nbytes,
+    )
+
+
+def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> CheckpointInfo:
+    """Validate an AWQ checkpoint directory and describe it. Reads headers only; writes nothing.
+
+    Raises:
+        CheckpointNotFoundError: the path, its config.json or a weights shard does not exist.
+        CheckpointError: the path is a file, or holds only pickle weights.
+        NotAwqCheckpointError: config.json has no AWQ ``quantization_config``.
+        UnsupportedQuantConfigError: bits, group size or version nothing here can run.
+        UnsupportedModelTypeError: ``model_type`` is not one AutoAWQ 0.2.9 supports.
+        CorruptCheckpointError: unreadable JSON, a truncated weights file, or tensors that do not fit.
+    """
+    root = Path(os.fspath(path)).expanduser()
+    if not root.exists():
+        raise CheckpointNotFoundError(
+            f"checkpoint path {str(root)!r} does not exist: pass the local directory holding config.json and "
+            "the *.safetensors weights (download hub models first, e.g. with huggingface-cli download)"
+        )
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint path {str(root)!r} is a file: pass the directory that contains it")
+    config_file = root / "config.json"
+    if not config_file.is_file():
+        raise CheckpointNotFoundError(
+            f"{root} has no config.json, so it is not a Hugging Face model directory: pass the directory "
+            "that save_quantized() wrote"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(f"{config_file}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f"{config_file}: expected a JSON object")
+    qc = config.get("quantization_config")
+    if not isinstance(qc, dict):
+        hint = (
+            (
+                " It has a legacy quant_config.json: re-save it with AutoAWQ >= 0.1.6, which writes "
+                "quantization_config into config.json."
+            )
+            if (root / "quant_config.json").is_file()
+            else ""
+        )
+        raise NotAwqCheckpointError(
+            f"{config_file} has no quantization_config: {root} is not an AWQ-quantized model. Quantize it "
+            f"with AutoAWQ first (model.quantize(...); model.save_quantized(...)).{hint}"
+        )
+    quant = QuantConfig.from_dict(qc, where=f"{config_file}: quantization_config")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise CorruptCheckpointError(f"{config_file}: no model_type")
+    if check_model_type and model_type not in AUTOAWQ_MODEL_TYPES:
+        raise UnsupportedModelTypeError(
+            f"{config_file}: model_type {model_type!r} is not supported by AutoAWQ 0.2.9 (it supports "
+            f"{', '.join(sorted(AUTOAWQ_MODEL_TYPES))})"
+        )
+    files = _weight_files(root)
+    tensors: dict[str, TensorMeta] = {}
+    for file in files:
+        tensors.update(read_safetensors_header(file))
+    prefixes = sorted(name[: -len(".qweight")] for name in tensors if name.endswith(".qweight"))
+    if not prefixes:
+        raise CorruptCheckpointError(
+            f"{root}: config.json declares AWQ quantization but no tensor is named *.qweight: the weights are "
+            "not quantized (or belong to another model)"
+        )
+    layers = tuple(_layer_from_tensors(prefix, tensors, quant) for prefix in prefixes)
+    architectures = config.get("architectures") or ()
+    return CheckpointInfo(
+        path=root,
+        model_type=model_type,
+        architectures=tuple(str(a) for a in architectures) if isinstance(architectures, list) else (),
+        quant=quant,
+        weight_files=files,
+        tensors=tensors,
+        layers=layers,
+        config=config,
+    )

@@ -1,0 +1,171 @@
+"""Whole-checkpoint layout conversion: stream tensors out of a checkpoint in another packed layout.
+
+:func:`iter_tensors` is shared by the loader (which converts in memory while loading) and by
+:func:`convert_checkpoint` (which writes a new checkpoint directory for engines that only read one layout).
+The source checkpoint is only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .catalogue import Layout
+from .checkpoint import CheckpointInfo, QuantizedLayer, read_checkpoint
+from .errors import CheckpointError, ConversionError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["QUANTIZED_SUFFIXES", "convert_checkpoint", "iter_tensors"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+logger = logging.getLogger(__name__)
+
+QUANTIZED_SUFFIXES = ("qweight", "qzeros", "scales", "bias")
+_DEFAULT_SHARD_BYTES = 4 * 1024**3
+
+
+def _split(name: str) -> tuple[str, str]:
+    prefix, _, suffix = name.rpartition(".")
+    return prefix, suffix
+
+
+def iter_tensors(
+    info: CheckpointInfo, target: Layout | str, *, device: str = "cpu"
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield every tensor of the checkpoint, quantized layers converted to ``target``.
+
+    Tensors of a quantized layer are gathered (they may sit in different shards) and yielded together once the
+    layer is complete, already converted. Other tensors are yielded as stored. Conversion runs on ``device``.
+
+    Raises:
+        ConversionError: a layer cannot be represented in ``target`` (e.g. asymmetric weights to Marlin).
+        CorruptCheckpointError: a layer's tensors are inconsistent.
+    """
+    from safetensors import safe_open
+
+    from . import formats
+
+    dst = Layout(target)
+    layers: dict[str, QuantizedLayer] = {layer.prefix: layer for layer in info.layers}
+    pending: dict[str, dict[str, torch.Tensor]] = {}
+    needed = {prefix: {s for s in QUANTIZED_SUFFIXES if f"{prefix}.{s}" in info.tensors} for prefix in layers}
+    for file in info.weight_files:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+                prefix, suffix = _split(name)
+                layer = layers.get(prefix)
+                if layer is None or suffix not in QUANTIZED_SUFFIXES:
+                    yield name, handle.get_tensor(name)
+                    continue
+                group = pending.setdefault(prefix, {})
+                group[suffix] = handle.get_tensor(name).to(device)
+                if set(group) != needed[prefix]:
+                    continue
+                del pending[prefix]
+                if layer.layout is dst:
+                    converted = group
+                else:
+                    try:
+                        converted = formats.convert(
+                            group,
+                            layer.layout,
+                            dst,
+                            in_features=layer.in_features,
+                            out_features=layer.out_features,
+                            group_size=info.quant.group_size,
+                        )
+                    except ConversionError as exc:
+                        raise ConversionError(f"{info.path}: layer {prefix}: {exc}") from exc
+                for suffix_out, tensor in converted.items():
+                    yield f"{prefix}.{suffix_out}", tensor
+    if pending:
+        missing = ", ".join(sorted(pending)[:5])
+        raise ConversionError(f"{info.path}: incomplete quantized layers after reading every shard: {missing}")
+
+
+def convert_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    to: Layout | str,
+    *,
+    overwrite: bool = False,
+    max_shard_bytes: int = _DEFAULT_SHARD_BYTES,
+) -> Path:
+    """Write a copy of the checkpoint at ``src`` with its quantized weights repacked in layout ``to``.
+
+    The result is a normal AutoAWQ checkpoint: ``config.json`` carries the new ``quantization_config.version``,
+    weights are safetensors (sharded with an index when larger than ``max_shard_bytes``), and every other file
+    (tokenizer, generation config, ...) is copied. Plain ``AutoAWQForCausalLM.from_quantized`` loads it. The
+    source directory is only read. The result is written to a temporary directory beside ``dst`` and renamed,
+    so a failure leaves no half-written checkpoint behind.
+
+    Raises:
+        CheckpointError: ``dst`` is the source, or exists and is not empty (pass ``overwrite=True``).
+        ConversionError: the weights cannot be represented in ``to``.
+        and every error of :func:`awq_autoselect.checkpoint.read_checkpoint` for a bad source.
+    """
+    from safetensors.torch import save_file
+
+    target = Layout(str(to).lower())
+    info = read_checkpoint(src)
+    out = Path(os.fspath(dst)).expanduser()
+    if out.resolve() == info.path.resolve():
+        raise CheckpointError(f"convert destination {str(out)!r} is the source checkpoint: choose a new directory")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise CheckpointError(
+            f"convert destination {str(out)!r} already exists and is not empty: choose another directory "
+            "or pass overwrite=True (--overwrite)"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for name, tensor in iter_tensors(info, target):
+            nbytes = tensor.numel() * tensor.element_size()
+            if size and size + nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][name] = tensor.contiguous()
+            size += nbytes
+        weight_map: dict[str, str] = {}
+        for i, shard in enumerate(shards, start=1):
+            fname = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(staging / fname), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, fname))
+        if len(shards) > 1:
+            total = sum(t.numel() * t.element_size() for s in shards for t in s.values())
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        config = dict(info.config)
+        config["quantization_config"] = replace(info.quant, layout=target).to_dict()
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        weight_names = {f.name for f in info.weight_files} | {"model.safetensors.index.json", "config.json"}
+        for item in info.path.iterdir():
+            if item.name in weight_names or item.name.startswith("."):
+                continue
+            if item.is_file():
+                shutil.copy2(item, staging / item.name)
+            elif item.is_dir():
+                shutil.copytree(item, staging / item.name)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("converted %s (%s) to %s (%s)", info.path, info.layout, out, target)
+    return out

@@ -1,0 +1,669 @@
+"""Choose the AutoAWQ kernel version for a checkpoint, a machine and a workload, keeping every reason.
+
+Every kernel of :data:`~awq_autoselect.catalogue.CATALOGUE` is checked in two stages, as GPTQModel's kernel
+classes are: the machine (device type, compute capability of every GPU the model spans, the kernel's module
+in the :class:`~awq_autoselect.environment.Environment`, the torch version), then the checkpoint (bits,
+zero point, group size, packed layout, layer shapes). Each check returns ``(ok, reason)``; a kernel is viable
+when every check passes. Viable kernels are ranked by their catalogue priority for the workload's
+:class:`~awq_autoselect.catalogue.Regime`, ties going to the kernel that needs no layout conversion, then to
+catalogue order. Nothing is chosen that the hardware or the installed modules cannot run, and every rejected
+kernel keeps the reasons it was rejected for (docs/selection.md explains the policy and its sources).
+
+Selection itself imports neither torch nor awq: detection and the environment probe it falls back on do,
+inside their own functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import cast
+
+from .capability import CapabilityLike, ComputeCapability
+from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kernel
+from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
+from .environment import INT4_OPS, INT4_OPS_CPU, Environment, probe_environment
+from .errors import InvalidDeviceSpecError, InvalidWorkloadError, NoCompatibleKernelError, VersionUnavailableError
+
+__all__ = [
+    "BATCH_THRESHOLD",
+    "Candidate",
+    "InvalidWorkloadError",
+    "Selection",
+    "Workload",
+    "layout_conversion",
+    "select_awq_version",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+logger = logging.getLogger(__name__)
+
+#: From this batch size on, the workload is batched throughput (:attr:`Regime.BATCH`). AutoAWQ's GEMV switches
+#: to its GEMM-like kernel above 8 rows, GEMV_fast's decode kernel only runs batches below 8, and AutoAWQ's
+#: README marks GEMV "avoid" at batch 8 (docs/selection.md).
+BATCH_THRESHOLD = 8
+
+_ZERO_POINT_LAYOUTS = frozenset({Layout.GEMM, Layout.GEMV, Layout.GEMV_FAST})
+_DEVICE_RE = re.compile(r"([a-z_]+)(?::(\d+))?")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the model will be asked to do: how many sequences at once, how long the prompts and the outputs.
+
+    Only :attr:`regime` steers selection: ``batch`` from :data:`BATCH_THRESHOLD` sequences on, else
+    ``prefill`` when the prompt is longer than the output, else ``decode``.
+
+    Raises:
+        InvalidWorkloadError: ``batch_size`` or ``prompt_tokens`` below 1, or ``new_tokens`` below 0.
+    """
+
+    batch_size: int = 1
+    prompt_tokens: int = 128
+    new_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("batch_size", 1), ("prompt_tokens", 1), ("new_tokens", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise InvalidWorkloadError(f"workload {name}={value!r}: expected an integer >= {minimum}")
+
+    @property
+    def regime(self) -> Regime:
+        """The regime the workload spends its time in (see the class docstring)."""
+        if self.batch_size >= BATCH_THRESHOLD:
+            return Regime.BATCH
+        if self.prompt_tokens > self.new_tokens:
+            return Regime.PREFILL
+        return Regime.DECODE
+
+    def describe(self) -> str:
+        """``"decode (batch 1, 128 prompt + 128 new tokens)"``."""
+        return (
+            f"{self.regime.value} (batch {self.batch_size}, {self.prompt_tokens} prompt + {self.new_tokens} new tokens)"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict, with the derived regime."""
+        return {
+            "batch_size": self.batch_size,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "regime": self.regime.value,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One catalogue kernel judged for this selection.
+
+    Attributes:
+        kernel: the kernel version.
+        viable: whether every check passed.
+        reasons: why it was rejected (empty when viable).
+        score: its catalogue priority for the workload's regime (higher is preferred).
+        notes: caveats, conversions and silent-failure risks worth knowing even when viable.
+        conversion: ``(checkpoint layout, kernel layout)`` when the weights are repacked at load, else ``None``.
+    """
+
+    kernel: Kernel
+    viable: bool
+    reasons: tuple[str, ...]
+    score: int
+    notes: tuple[str, ...]
+    conversion: tuple[Layout, Layout] | None
+
+    @property
+    def spec(self) -> KernelSpec:
+        """The catalogue entry."""
+        return CATALOGUE[self.kernel]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "kernel": self.kernel.value,
+            "viable": self.viable,
+            "score": self.score,
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "conversion": None if self.conversion is None else [layout.value for layout in self.conversion],
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of :func:`select_awq_version`.
+
+    Attributes:
+        kernel: the kernel to use (``chain[0]``).
+        chain: every viable kernel, best first: a loader walks it when one fails at run time.
+        candidates: every catalogue kernel, viable ones first (by score), then the rejected ones.
+        requested: ``"auto"`` or the explicitly requested version.
+        device: the device type selected for (``"cuda"``, ``"cpu"``, ...).
+        capabilities: compute capabilities of the GPUs the model spans (empty off CUDA).
+        workload: the workload ranked for.
+        quant: the checkpoint's quantization settings, or ``None`` when no checkpoint was given.
+        environment_assumed: the environment was planned (:meth:`Environment.assume`), not probed here.
+        notes: remarks about the selection as a whole (e.g. what was not checked).
+        request_rejected: when an explicit version was requested with ``strict=False`` and is not viable,
+            why; the chain is then the automatic one.
+    """
+
+    kernel: Kernel
+    chain: tuple[Kernel, ...]
+    candidates: tuple[Candidate, ...]
+    requested: str
+    device: str
+    capabilities: tuple[ComputeCapability, ...]
+    workload: Workload
+    quant: QuantConfig | None
+    environment_assumed: bool
+    notes: tuple[str, ...] = ()
+    request_rejected: tuple[str, ...] = ()
+
+    @property
+    def rejected(self) -> dict[Kernel, tuple[str, ...]]:
+        """Every rejected kernel and its reasons."""
+        return {c.kernel: c.reasons for c in self.candidates if not c.viable}
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether an explicitly requested version was replaced by the automatic choice."""
+        return self.requested not in ("auto", self.kernel.value)
+
+    def candidate(self, kernel: str | Kernel) -> Candidate:
+        """The judged candidate for one kernel.
+
+        Raises:
+            UnknownVersionError: ``kernel`` is not a catalogue name.
+        """
+        wanted = parse_kernel(kernel)
+        return next(c for c in self.candidates if c.kernel is wanted)
+
+    def explain(self) -> str:
+        """A multi-line, human-readable account: the choice, the chain, every candidate with its reasons."""
+        where = self.device
+        if self.capabilities:
+            where += " " + ", ".join(f"{cc} ({cc.architecture})" for cc in self.capabilities)
+        lines = [
+            f"selected: {self.kernel.value} for {self.workload.describe()} on {where}"
+            + (" [planned environment]" if self.environment_assumed else ""),
+        ]
+        if self.quant is not None:
+            q = self.quant
+            group = "per-channel" if q.group_size == -1 else f"group size {q.group_size}"
+            lines.append(
+                f"checkpoint: {q.layout.value} layout, {q.bits}-bit, {group}, "
+                + ("zero point (asymmetric)" if q.zero_point else "symmetric (no zero point)")
+            )
+        if self.requested != "auto":
+            if self.request_rejected:
+                lines.append(f"requested: {self.requested}, not viable here, so the automatic choice is used:")
+                lines.extend(f"    - {reason}" for reason in self.request_rejected)
+            else:
+                lines.append(f"requested: {self.requested}")
+        lines.append("chain: " + " > ".join(k.value for k in self.chain))
+        lines.extend(f"note: {note}" for note in self.notes)
+        lines.append("candidates:")
+        width = max(len(k.value) for k in Kernel)
+        for rank, candidate in enumerate(self.candidates, start=1):
+            status = "viable" if candidate.viable else "rejected"
+            lines.append(f"  {rank:>2}. {candidate.kernel.value:<{width}}  score {candidate.score:>3}  {status}")
+            lines.extend(f"        - {reason}" for reason in candidate.reasons)
+            lines.extend(f"        note: {note}" for note in candidate.notes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {
+            "kernel": self.kernel.value,
+            "chain": [k.value for k in self.chain],
+            "requested": self.requested,
+            "request_rejected": list(self.request_rejected),
+            "device": self.device,
+            "capabilities": [str(cc) for cc in self.capabilities],
+            "workload": self.workload.to_dict(),
+            "quant": None if self.quant is None else self.quant.to_dict(),
+            "environment_assumed": self.environment_assumed,
+            "notes": list(self.notes),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+# --- inputs ------------------------------------------------------------------------------------------------
+
+
+def _checkpoint_inputs(
+    checkpoint: str | os.PathLike[str] | QuantConfig | Mapping[str, object] | CheckpointInfo | None,
+) -> tuple[QuantConfig | None, tuple[QuantizedLayer, ...]]:
+    if checkpoint is None:
+        return None, ()
+    if isinstance(checkpoint, CheckpointInfo):
+        return checkpoint.quant, checkpoint.layers
+    if isinstance(checkpoint, QuantConfig):
+        return checkpoint, ()
+    if isinstance(checkpoint, Mapping):
+        nested = checkpoint.get("quantization_config")
+        if isinstance(nested, Mapping):
+            return QuantConfig.from_dict(nested), ()
+        return QuantConfig.from_dict(checkpoint), ()
+    info = read_checkpoint(checkpoint)
+    return info.quant, info.layers
+
+
+def _is_single_capability(value: object) -> bool:
+    if isinstance(value, (ComputeCapability, str, float, int)):
+        return True
+    return isinstance(value, tuple) and len(value) == 2 and all(type(v) is int for v in value)
+
+
+def _parse_capabilities(
+    capability: CapabilityLike | Sequence[CapabilityLike],
+) -> tuple[ComputeCapability, ...]:
+    items: Sequence[CapabilityLike] = (
+        [cast("CapabilityLike", capability)]
+        if _is_single_capability(capability)
+        else cast("Sequence[CapabilityLike]", capability)
+    )
+    parsed: list[ComputeCapability] = []
+    for item in items:
+        cc = ComputeCapability.parse(item)
+        if cc not in parsed:
+            parsed.append(cc)
+    return tuple(parsed)
+
+
+def _parse_device(device: str) -> tuple[str, int | None]:
+    match = _DEVICE_RE.fullmatch(str(device).strip().lower())
+    if match is None:
+        raise InvalidDeviceSpecError(
+            f"device {device!r}: expected a device type with an optional index, e.g. 'cuda', 'cuda:1' or 'cpu'"
+        )
+    index = match.group(2)
+    return match.group(1), None if index is None else int(index)
+
+
+def _detect(index: int | None) -> tuple[bool, tuple[ComputeCapability, ...], tuple[str, ...]]:
+    """(a GPU is visible, the capabilities of the GPUs the model would use, notes)."""
+    from .hardware import detect_compute_capability
+
+    detection = detect_compute_capability()
+    notes: list[str] = []
+    if not detection.gpus:
+        reasons = "; ".join(detection.reasons) or "no source answered"
+        notes.append(f"no GPU detected ({reasons})")
+        return False, (), tuple(notes)
+    if any(gpu.capability is None for gpu in detection.gpus):
+        notes.append(f"a GPU's compute capability could not be read ({detection}): pass capability=")
+    if index is not None:
+        if index >= len(detection.gpus):
+            raise InvalidDeviceSpecError(
+                f"device 'cuda:{index}': this process sees {len(detection.gpus)} GPU(s) (cuda:0 to "
+                f"cuda:{len(detection.gpus) - 1}); pick one of those or check CUDA_VISIBLE_DEVICES"
+            )
+        known = detection.gpus[index].capability
+        return True, ((known,) if known is not None else ()), tuple(notes)
+    capabilities = detection.capabilities
+    if len(capabilities) > 1:
+        notes.append(
+            "GPUs of different compute capabilities are visible ("
+            + ", ".join(str(cc) for cc in capabilities)
+            + "): only kernels that run on all of them are considered; pass device='cuda:N' for one GPU"
+        )
+    return True, capabilities, tuple(notes)
+
+
+# --- checks ------------------------------------------------------------------------------------------------
+
+
+def layout_conversion(source: Layout, target: Layout, *, zero_point: bool) -> tuple[bool, str]:
+    """Whether weights packed in ``source`` can be repacked into ``target`` exactly, and if not, why.
+
+    The zero-point layouts (GEMM, GEMV, GEMV_fast) convert into each other; Marlin (symmetric) converts into
+    any of them with a constant zero point of 8; only symmetric weights convert into Marlin, which stores no
+    zero points.
+    """
+    if source is target:
+        return True, ""
+    if target is Layout.MARLIN:
+        if zero_point:
+            return False, (
+                f"{source.value} weights with zero points (asymmetric) cannot be repacked into Marlin, which stores "
+                "none: re-quantize with zero_point=False and version='marlin'"
+            )
+        return True, ""
+    if source is Layout.MARLIN or (source in _ZERO_POINT_LAYOUTS and target in _ZERO_POINT_LAYOUTS):
+        return True, ""
+    return False, f"no conversion from the {source.value} layout to {target.value}"  # pragma: no cover - future
+
+
+def _release(version: str) -> tuple[int, ...]:
+    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
+    return () if match is None else tuple(int(p) for p in match.group(1).split("."))
+
+
+def _machine_checks(
+    spec: KernelSpec,
+    device: str,
+    capabilities: tuple[ComputeCapability, ...],
+    env: Environment,
+) -> list[str]:
+    reasons: list[str] = []
+    if device not in spec.devices:
+        reasons.append(f"runs on {', '.join(sorted(spec.devices))} only; the device is {device}")
+        return reasons
+    ok, why = env.supports_device(device)
+    if not ok:
+        reasons.append(why)
+        return reasons
+    if device == "cuda" and (spec.min_capability is not None or spec.sass_targets is not None):
+        if not capabilities:
+            reasons.append("the GPU's compute capability is unknown: pass capability=, e.g. '8.6'")
+        for cc in capabilities:
+            runs, why = spec.runs_on(cc)
+            if not runs:
+                where = f"GPU {cc} ({cc.architecture}): " if len(capabilities) > 1 else ""
+                reasons.append(where + why)
+    if spec.extension is not None:
+        status = env.module(spec.extension)
+        if not status.ok:
+            named = status.reason if status.reason.startswith(spec.extension) else f"{spec.extension}: {status.reason}"
+            reasons.append(named)
+    if (
+        spec.min_torch is not None
+        and env.torch_version is not None
+        and _release(env.torch_version)[:3] < _release(spec.min_torch)
+    ):
+        reasons.append(f"needs torch >= {spec.min_torch}; this is torch {env.torch_version}")
+    if spec.kernel is Kernel.TORCH_INT4:
+        status = env.module("torch.int4pack")
+        needed = INT4_OPS_CPU if device == "cpu" else INT4_OPS
+        missing = [op for op in needed if op not in status.features]
+        if missing:
+            reasons.append(
+                f"torch {env.torch_version} lacks aten.{', aten.'.join(missing)} ({status.reason}): "
+                "upgrade torch to >= 2.6"
+            )
+    return reasons
+
+
+def _group_sizes_text(sizes: frozenset[int]) -> str:
+    return ", ".join("per-channel (-1)" if g == -1 else str(g) for g in sorted(sizes, key=lambda g: (g != -1, g)))
+
+
+def _checkpoint_checks(
+    spec: KernelSpec, quant: QuantConfig, layers: tuple[QuantizedLayer, ...]
+) -> tuple[list[str], list[str], tuple[Layout, Layout] | None]:
+    reasons: list[str] = []
+    notes: list[str] = []
+    if quant.bits not in spec.bits:
+        bits = ", ".join(str(b) for b in sorted(spec.bits))
+        reasons.append(f"runs {bits}-bit weights only; the checkpoint has {quant.bits}-bit weights")
+
+    if quant.zero_point and True not in spec.zero_point:
+        reasons.append(
+            "needs a symmetric checkpoint (zero_point=False): it stores no zero points, and this checkpoint is "
+            "asymmetric; re-quantize with zero_point=False and version='marlin' to use it"
+        )
+    elif not quant.zero_point and False not in spec.zero_point:
+        # A zero-point kernel represents symmetric weights exactly with a constant zero point of 8.
+        notes.append("symmetric weights run with a constant zero point of 8 (exact)")
+
+    if spec.group_sizes is not None and quant.group_size not in spec.group_sizes:
+        effective = {quant.group_size_for(layer.in_features) for layer in layers}
+        if quant.group_size == -1 and layers and effective <= spec.group_sizes:
+            notes.append(f"per-channel groups equal in_features here ({', '.join(map(str, sorted(effective)))})")
+        else:
+            size = "per-channel (-1)" if quant.group_size == -1 else str(quant.group_size)
+            reasons.append(
+                f"group size {size} is not supported (runs {_group_sizes_text(spec.group_sizes)}): "
+                "re-quantize with q_group_size=128"
+            )
+
+    conversion: tuple[Layout, Layout] | None = None
+    if quant.layout is not spec.layout:
+        ok, why = layout_conversion(quant.layout, spec.layout, zero_point=quant.zero_point)
+        if ok:
+            conversion = (quant.layout, spec.layout)
+            notes.append(f"converts {quant.layout.value} -> {spec.layout.value} at load, exact")
+        elif not (spec.layout is Layout.MARLIN and quant.zero_point):  # already said by the zero-point check
+            reasons.append(why)
+
+    m_in, m_out = spec.in_features_multiple, spec.out_features_multiple
+    if m_in > 1 or m_out > 1:
+        need = " and ".join(
+            text
+            for text, multiple in ((f"in_features % {m_in} == 0", m_in), (f"out_features % {m_out} == 0", m_out))
+            if multiple > 1
+        )
+        if not layers:
+            notes.append(f"layer shapes not checked (no checkpoint directory): needs {need}")
+        else:
+            bad = [layer for layer in layers if layer.in_features % m_in or layer.out_features % m_out]
+            if bad:
+                first = bad[0]
+                reasons.append(
+                    f"needs {need}; {len(bad)} of {len(layers)} quantized layers do not fit, e.g. {first.prefix} "
+                    f"(in_features {first.in_features}, out_features {first.out_features})"
+                )
+    return reasons, notes, conversion
+
+
+def _judge(
+    spec: KernelSpec,
+    *,
+    device: str,
+    capabilities: tuple[ComputeCapability, ...],
+    env: Environment,
+    quant: QuantConfig | None,
+    layers: tuple[QuantizedLayer, ...],
+    regime: Regime,
+) -> Candidate:
+    reasons = _machine_checks(spec, device, capabilities, env)
+    notes: list[str] = []
+    conversion: tuple[Layout, Layout] | None = None
+    if quant is not None:
+        checkpoint_reasons, checkpoint_notes, conversion = _checkpoint_checks(spec, quant, layers)
+        reasons.extend(checkpoint_reasons)
+        notes.extend(checkpoint_notes)
+    viable = not reasons
+    if not viable:
+        notes.clear()  # conversions and caveats of a kernel that will not run are noise
+    else:
+        if spec.silent_failure:
+            notes.append(f"silent-failure risk: {spec.silent_failure}")
+        notes.extend(spec.caveats)
+        if spec.fusable and device == "cuda" and "flash_attn" in env.modules and not env.available("flash_attn"):
+            notes.append(f"AutoAWQ's fused layers also need flash-attn >= 2.6: {env.module('flash_attn').reason}")
+    return Candidate(
+        kernel=spec.kernel,
+        viable=viable,
+        reasons=tuple(reasons),
+        score=spec.priority[regime],
+        notes=tuple(notes),
+        conversion=conversion,
+    )
+
+
+def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:
+    order = {kernel: index for index, kernel in enumerate(CATALOGUE)}
+    return tuple(sorted(candidates, key=lambda c: (not c.viable, -c.score, c.conversion is not None, order[c.kernel])))
+
+
+# --- entry point -------------------------------------------------------------------------------------------
+
+
+def select_awq_version(
+    checkpoint: str | os.PathLike[str] | QuantConfig | Mapping[str, object] | CheckpointInfo | None = None,
+    *,
+    version: str | Kernel = "auto",
+    capability: CapabilityLike | Sequence[CapabilityLike] | None = None,
+    device: str | None = None,
+    environment: Environment | None = None,
+    workload: Workload | None = None,
+    batch_size: int | None = None,
+    prompt_tokens: int | None = None,
+    new_tokens: int | None = None,
+    strict: bool = True,
+) -> Selection:
+    """Choose the kernel version for a checkpoint on this (or a planned) machine, with every reason.
+
+    Args:
+        checkpoint: a checkpoint directory (read with :func:`~awq_autoselect.checkpoint.read_checkpoint`,
+            so layer shapes are checked too), a :class:`~awq_autoselect.checkpoint.CheckpointInfo`, a
+            :class:`~awq_autoselect.checkpoint.QuantConfig`, a ``quantization_config`` dict (or a whole
+            ``config.json`` dict), or ``None`` to rank kernels for the machine alone.
+        version: ``"auto"``, or a kernel version to validate and put first.
+        capability: the compute capability of the GPU, or of every GPU the model is spread over (a kernel
+            must run on all of them). Default: detected (:func:`~awq_autoselect.hardware.detect_compute_capability`).
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``, ``"xpu"``, ``"mps"``. Default: ``"cuda"`` when a GPU is
+            detected (or a capability given) and torch can use it, else ``"cpu"``.
+        environment: which kernel modules import. Default: :func:`~awq_autoselect.environment.probe_environment`;
+            pass :meth:`Environment.assume(...) <awq_autoselect.environment.Environment.assume>` to plan for
+            another machine.
+        workload: the workload to rank for; ``batch_size``, ``prompt_tokens`` and ``new_tokens`` override
+            its fields (or build one from the defaults).
+        strict: with an explicit ``version`` that is not viable, raise (``True``) or return the automatic
+            choice with the rejection recorded in :attr:`Selection.request_rejected` (``False``).
+
+    Returns:
+        A :class:`Selection`. With an explicit viable version, ``chain[0]`` is that version and the rest of
+        the chain is the automatic ranking (for a caller that allows falling back).
+
+    Raises:
+        UnknownVersionError: ``version`` is not a catalogue name.
+        VersionUnavailableError: ``strict`` and the requested version cannot run here; the message lists every
+            reason and the viable alternatives.
+        NoCompatibleKernelError: no kernel at all can run this checkpoint here (``reasons`` has every one's).
+        InvalidCapabilityError: ``capability`` cannot be parsed.
+        InvalidDeviceSpecError: ``device`` is malformed, or names a GPU index this process does not see.
+        InvalidWorkloadError: a workload size is out of range.
+        CheckpointError: (and subclasses) the checkpoint path or config is not a usable AWQ checkpoint.
+    """
+    requested: Kernel | None = None
+    if isinstance(version, Kernel) or str(version).strip().lower() != "auto":
+        requested = parse_kernel(version)
+
+    overrides = {
+        name: value
+        for name, value in (("batch_size", batch_size), ("prompt_tokens", prompt_tokens), ("new_tokens", new_tokens))
+        if value is not None
+    }
+    work = replace(workload or Workload(), **overrides) if overrides else (workload or Workload())
+
+    quant, layers = _checkpoint_inputs(checkpoint)
+    env = environment if environment is not None else probe_environment()
+
+    notes: list[str] = []
+    device_type, device_index = _parse_device(device) if device is not None else (None, None)
+    capabilities: tuple[ComputeCapability, ...]
+    if capability is not None:
+        capabilities = _parse_capabilities(capability)
+        if device_type is None:
+            device_type = "cuda" if capabilities else "cpu"
+    elif device_type not in (None, "cuda"):
+        capabilities = ()
+    else:
+        found, capabilities, detect_notes = _detect(device_index)
+        if device_type is None:
+            gpu_ok, why = env.supports_device("cuda")
+            if found and not gpu_ok:
+                notes.append(f"a GPU was detected but {why}; selecting for the CPU")
+                device_type = "cpu"
+            else:
+                device_type = "cuda" if found else "cpu"
+        if device_type == "cuda" or not found:
+            notes.extend(detect_notes)
+    if device_type != "cuda":
+        capabilities = ()
+    if quant is None:
+        notes.append("no checkpoint given: bits, zero point, group size, layout and layer shapes were not checked")
+    elif not layers:
+        notes.append("only the quantization config was given: layer shapes were not checked")
+
+    regime = work.regime
+    judged = [
+        _judge(
+            spec,
+            device=device_type,
+            capabilities=capabilities,
+            env=env,
+            quant=quant,
+            layers=layers,
+            regime=regime,
+        )
+        for spec in CATALOGUE.values()
+    ]
+    candidates = _rank(judged)
+    for candidate in candidates:
+        logger.debug(
+            "%s: %s (score %d) %s",
+            candidate.kernel.value,
+            "viable" if candidate.viable else "rejected",
+            candidate.score,
+            "; ".join(candidate.reasons),
+        )
+    chain = tuple(c.kernel for c in candidates if c.viable)
+
+    if not chain:
+        reasons = {c.kernel.value: c.reasons for c in candidates}
+        where = device_type + ("" if not capabilities else " " + ", ".join(str(cc) for cc in capabilities))
+        lines = [f"no AWQ kernel version can run {_describe_checkpoint(checkpoint, quant)} on {where}:"]
+        lines.extend(f"  {kernel}: {'; '.join(why)}" for kernel, why in reasons.items())
+        lines.append("Fix one of the reasons above (each names what is missing), or select for another device.")
+        raise NoCompatibleKernelError("\n".join(lines), reasons)
+
+    request_rejected: tuple[str, ...] = ()
+    if requested is not None:
+        chosen = next(c for c in candidates if c.kernel is requested)
+        if chosen.viable:
+            chain = (requested, *(k for k in chain if k is not requested))
+        else:
+            message = (
+                f"AWQ version {requested.value!r} cannot run here:\n"
+                + "\n".join(f"  - {reason}" for reason in chosen.reasons)
+                + f"\nViable here, best first: {', '.join(k.value for k in chain)}. Use version='auto' or one of "
+                "those (or let the loader fall back)."
+            )
+            if strict:
+                raise VersionUnavailableError(message, requested.value, chosen.reasons)
+            logger.info("%s", message)
+            request_rejected = chosen.reasons
+
+    return Selection(
+        kernel=chain[0],
+        chain=chain,
+        candidates=candidates,
+        requested="auto" if requested is None else requested.value,
+        device=device_type,
+        capabilities=capabilities,
+        workload=work,
+        quant=quant,
+        environment_assumed=env.assumed,
+        notes=tuple(notes),
+        request_rejected=request_rejected,
+    )
+
+
+def _describe_checkpoint(checkpoint: object, quant: QuantConfig | None) -> str:
+    if quant is None:
+        return "any checkpoint"
+    where = ""
+    if isinstance(checkpoint, CheckpointInfo):
+        where = f" {checkpoint.path}"
+    elif isinstance(checkpoint, (str, os.PathLike)):
+        where = f" {Path(os.fspath(checkpoint))}"
+    group = "per-channel" if quant.group_size == -1 else f"g{quant.group_size}"
+    zero = "asymmetric" if quant.zero_point else "symmetric"
+    return f"the checkpoint{where} ({quant.bits}-bit {quant.layout.value}, {group}, {zero})"
