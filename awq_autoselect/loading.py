@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -129,6 +129,8 @@ class Attempt:
         fused = " (fused)" if self.fused else ""
         if self.ok:
             return f"{self.kernel}{fused}: ok ({self.seconds:.2f} s)"
+        if self.stage == "skipped":
+            return f"{self.kernel}{fused}: not tried: {self.message}"
         error = f"{self.error_type}: " if self.error_type else ""
         return f"{self.kernel}{fused}: failed at {self.stage}: {error}{self.message}"
 
@@ -302,6 +304,10 @@ def _patched(target: object, **attrs: object) -> Iterator[None]:
             setattr(target, name, value)
 
 
+def _no_progress(iterable: Iterable[int], *args: object, **kwargs: object) -> Iterable[int]:
+    return iterable
+
+
 def _layer_index(info: CheckpointInfo) -> dict[str, QuantizedLayer]:
     return {layer.prefix: layer for layer in info.layers}
 
@@ -392,6 +398,7 @@ def _build(
             AwqConfig=_FixedConfig,
             get_best_device=lambda: best_device,
             load_checkpoint_and_dispatch=_weights_loader(info, target, device, dtype, conversions),
+            tqdm=_no_progress,  # AutoAWQ draws a progress bar per load on stderr; a library should not
         ),
         warnings.catch_warnings(),
     ):
@@ -711,7 +718,8 @@ def load_quantized_auto(
                 kernel=kernel,
                 device=str(dev),
                 dtype=str(dtype).replace("torch.", ""),
-                fused=fused,
+                # AutoAWQ skips fusing silently in some setups (no awq_ext): report what was built.
+                fused=any(type(m).__module__.startswith("awq.modules.fused") for m in model.modules()),
                 checkpoint_layout=info.layout,
                 loaded_layout=CATALOGUE[kernel].layout,
                 conversions=tuple(conversions),
