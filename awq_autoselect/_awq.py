@@ -2,12 +2,15 @@
 
 ``import awq`` (0.2.9) calls ``warnings.simplefilter("default", DeprecationWarning)`` — replacing the
 caller's own warning configuration for every DeprecationWarning in the process — and then warns that AutoAWQ is
-deprecated. We import it once under ``warnings.catch_warnings()``, which restores the caller's filters, and
-silence only that announcement (the README states the deprecation and why awq_autoselect pins 0.2.9).
+deprecated; importing it also triggers deprecation warnings from torch and transformers about APIs AutoAWQ uses
+(e.g. ``torch.jit.script``). None of these is actionable for a user of awq_autoselect, which pins AutoAWQ 0.2.9
+on purpose (README). We import it once under ``warnings.catch_warnings(record=True)``, which restores the
+caller's filters afterwards, and log what was silenced at debug level.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from types import ModuleType
@@ -15,16 +18,18 @@ from typing import cast
 
 __all__ = ["import_awq"]
 
+logger = logging.getLogger(__name__)
+
 
 def import_awq() -> ModuleType:
     """Import and return the ``awq`` package, leaving the warning filters as they were."""
     loaded = sys.modules.get("awq")
     if loaded is not None:
         return loaded
-    # record=True captures whatever awq warns, whichever filter its own simplefilter() call installs.
     with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # record, never raise: a caller's "error" filter must not break the import
         import awq as module
     for item in caught:
-        if "AutoAWQ is officially deprecated" not in str(item.message):
-            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        first_line = next((line for line in str(item.message).splitlines() if line.strip()), "")
+        logger.debug("silenced while importing awq: %s: %s", item.category.__name__, first_line)
     return cast(ModuleType, module)

@@ -20,8 +20,9 @@ The tile layout is the module's state (``qtiles``), so a state dict moves betwee
 
 Dispatch. tinygemm is a GEMV-class kernel: it re-reads the weights for every 16 rows, so its time grows with
 the rows. From ``dense_threshold`` rows on, the module dequantizes to a dense weight (per call, or cached with
-``cache_dense=True``: 2 bytes/weight more memory) and calls ``F.linear`` (cuBLAS). The threshold is
-:data:`DENSE_THRESHOLD`, PROVISIONAL until measured on the GPU with scripts/measure_int4_threshold.py.
+``cache_dense=True``: 2 bytes/weight more memory; on CUDA one Triton kernel, :mod:`._int4_dequant`) and calls
+``F.linear`` (cuBLAS). The threshold is :data:`DENSE_THRESHOLD`, PROVISIONAL until measured on the GPU with
+scripts/measure_int4_threshold.py.
 
 Private module: imported by :mod:`awq_autoselect.loading` inside functions, never by ``import awq_autoselect``.
 """
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
+from ._int4_dequant import dequantize_tiles, dequantize_tiles_torch
 from .errors import ConversionError, TorchInt4InputError, VersionUnavailableError
 
 if TYPE_CHECKING:
@@ -151,23 +153,8 @@ def unpack_tiles(tiles: torch.Tensor, out_features: int, in_features: int) -> to
     return nibbles.permute(0, 2, 1, 4, 6, 7, 3, 5).reshape(out_features, in_features)
 
 
-def _dequantize_tiles(
-    tiles: torch.Tensor, scales_and_zeros: torch.Tensor, out_features: int, in_features: int, group_size: int
-) -> torch.Tensor:
-    """The dense weight tinygemm computes, ``(q - 8) * scale + zero`` rounded once to the scales' dtype."""
-    n, k = out_features, in_features
-    n_tiles, k_outer, _, pairs = tiles.shape
-    raw = tiles.contiguous().view(torch.uint8).view(n_tiles, k_outer, 8, 4, pairs, 2, 2)
-    # q - 8 in int8 while the data is one byte per weight; the only full-size passes are in the output dtype.
-    centred = torch.stack((raw & 0xF, raw >> 4), dim=-1).view(torch.int8).sub_(_SYMMETRIC_ZERO)
-    ordered = centred.permute(0, 2, 1, 4, 6, 7, 3, 5)
-    dense = ordered.to(scales_and_zeros.dtype, memory_format=torch.contiguous_format).view(
-        n, k // group_size, group_size
-    )
-    scale = scales_and_zeros[..., 0].t().unsqueeze(-1)
-    zero = scales_and_zeros[..., 1].t().unsqueeze(-1)
-    # addcmul computes zero + q * scale in float32 and rounds once, like tinygemm's fused multiply-add.
-    return torch.addcmul(zero, dense, scale, out=dense).view(n, k)
+# Kept under its old name: the torch implementation now lives in _int4_dequant (beside the Triton kernel).
+_dequantize_tiles = dequantize_tiles_torch
 
 
 def weight_error_bound(
@@ -432,9 +419,11 @@ class TorchInt4Linear(torch.nn.Module):
         """The dense ``[out_features, in_features]`` weight this module computes with, in its compute dtype.
 
         ``(q - 8) * scale + zero`` rounded once, as tinygemm does on CUDA (the CPU kernel keeps it in float32).
+        On CUDA a Triton kernel builds it (one pass), elsewhere torch ops; the same bits either way
+        (:mod:`awq_autoselect._int4_dequant`).
         """
         with torch.no_grad():
-            return _dequantize_tiles(
+            return dequantize_tiles(
                 self.qtiles, self.scales_and_zeros, self.out_features, self.in_features, self.group_size
             )
 

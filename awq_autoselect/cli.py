@@ -143,6 +143,7 @@ def _workload(args: argparse.Namespace) -> object:
 
 
 def _select_from_args(args: argparse.Namespace) -> object:
+    from .checkpoint import QuantConfig
     from .environment import Environment
     from .selection import Workload, select_awq_version
 
@@ -150,14 +151,19 @@ def _select_from_args(args: argparse.Namespace) -> object:
     if args.kernels is not None:
         names = [] if args.kernels.strip().lower() in ("", "none") else _split_list(args.kernels)
         environment = Environment.assume(names)
+    elif args.capability:
+        # Planning for another machine: this machine's modules say nothing about that one's.
+        environment = Environment.assume(None)
     capability: list[str] | None = args.capability or None
     device = args.device
     if capability and device is None:
         device = "cuda"
     workload = _workload(args)
     assert isinstance(workload, Workload)
+    # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
+    checkpoint: str | QuantConfig = args.checkpoint if args.checkpoint is not None else QuantConfig()
     return select_awq_version(
-        args.checkpoint,
+        checkpoint,
         version=args.version,
         capability=capability,
         device=device,
@@ -174,6 +180,13 @@ def _cmd_select(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _emit_json(selection.to_dict(), out)
     else:
+        if args.capability and args.kernels is None:
+            out.write("planning with every kernel module assumed installed (say which with --kernels)\n")
+        if args.checkpoint is None:
+            out.write(
+                "no --checkpoint: assuming AutoAWQ's default quantization (4-bit, group size 128, zero point, "
+                "GEMM layout)\n"
+            )
         out.write(selection.explain().rstrip("\n") + "\n")
     return EXIT_OK
 
@@ -191,7 +204,9 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         from .synthetic import make_synthetic_checkpoint
 
         checkpoint = str(make_synthetic_checkpoint(args.demo, shape="tiny", version="gemv", overwrite=True))
-    selection = select_awq_version(checkpoint, environment=env)
+    from .checkpoint import QuantConfig
+
+    selection = select_awq_version(checkpoint if checkpoint is not None else QuantConfig(), environment=env)
     report: dict[str, object] = {
         "schema": "awq-autoselect.report/1",
         "detection": detection.to_dict(),
@@ -338,6 +353,9 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         include_fp16=args.fp16,
         cuda_graph=args.cuda_graph,
         seed=args.seed,
+        prompt=args.prompt,
+        kernel_time=not args.no_kernel_time,
+        peak_bandwidth_gbps=args.peak_bandwidth,
         progress=None,
     )
     if args.json:
@@ -362,6 +380,8 @@ def _cmd_make_synthetic(args: argparse.Namespace, out: TextIO) -> int:
         group_size=args.group_size,
         seed=args.seed,
         num_layers=args.num_layers,
+        device=args.device,
+        max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
     )
     out.write(f"wrote {path}\n")
@@ -463,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fp16", action="store_true", help="add a dense fp16 baseline of the same shape")
     p.add_argument("--cuda-graph", action="store_true", help="decode with a captured CUDA graph")
+    p.add_argument("--prompt", metavar="TEXT", help="prompt text (default: random token ids)")
+    p.add_argument("--no-kernel-time", action="store_true", help="skip the profiler run for GPU kernel time")
+    p.add_argument("--peak-bandwidth", type=float, metavar="GBPS", help="card memory bandwidth for the % column")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--csv", metavar="FILE")
     p.add_argument("--markdown", metavar="FILE")
@@ -471,10 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-synthetic", help="write a real-format AWQ checkpoint with random weights")
     p.add_argument("out")
-    p.add_argument("--shape", default="llama-2-7b", help="llama-2-7b, llama-3-8b or tiny")
+    p.add_argument("--shape", default="llama-2-7b", choices=["llama-2-7b", "llama-3-8b", "tiny"])
     p.add_argument("--version", default="gemm", choices=["gemm", "gemv"])
     p.add_argument("--group-size", type=int, default=128)
     p.add_argument("--num-layers", type=int, default=None, help="override the shape's layer count")
+    p.add_argument("--device", default=None, help="generate the random weights on this device (e.g. cuda)")
+    p.add_argument("--max-shard-size", type=int, default=2_000_000_000, metavar="BYTES")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_make_synthetic)

@@ -151,7 +151,9 @@ def convert_checkpoint(
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         config = dict(info.config)
-        config["quantization_config"] = replace(info.quant, layout=target).to_dict()
+        # Marlin is symmetric (no qzeros); every other layout stores zero points (8 for symmetric weights).
+        quant = replace(info.quant, layout=target, zero_point=target is not Layout.MARLIN)
+        config["quantization_config"] = quant.to_dict()
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         weight_names = {f.name for f in info.weight_files} | {"model.safetensors.index.json", "config.json"}
         for item in info.path.iterdir():

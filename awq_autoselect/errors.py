@@ -27,8 +27,10 @@ __all__ = [
     "KernelFailedError",
     "NoCompatibleKernelError",
     "NotAwqCheckpointError",
+    "OutputDirNotEmptyError",
     "PlotUnavailableError",
     "StaticDecodeError",
+    "SyntheticSpecError",
     "TorchInt4InputError",
     "UnknownModuleError",
     "UnknownVersionError",
@@ -164,6 +166,14 @@ class TorchInt4InputError(AwqAutoselectError, ValueError):
 
 class StaticDecodeError(AwqAutoselectError, ValueError):
     """A request the static-cache decoder cannot serve: wrong shapes, a full cache, a model without a cache."""
+
+
+class SyntheticSpecError(AwqAutoselectError, ValueError):
+    """An argument of :func:`make_synthetic_checkpoint` is invalid (unknown shape, layer count, device)."""
+
+
+class OutputDirNotEmptyError(AwqAutoselectError, FileExistsError):
+    """The output path of :func:`make_synthetic_checkpoint` is a file or a non-empty directory."""
 
 
 # --- warnings ----------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
 from .catalogue import Layout
-from .errors import AwqAutoselectError, UnknownVersionError, UnsupportedQuantConfigError
+from .errors import OutputDirNotEmptyError, SyntheticSpecError, UnknownVersionError, UnsupportedQuantConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -103,14 +103,6 @@ _TOKENIZER_TEXTS = (
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "Tokens per second, time to first token and memory use are reported for each kernel version.",
 )
-
-
-class SyntheticSpecError(AwqAutoselectError, ValueError):
-    """An argument of :func:`make_synthetic_checkpoint` is invalid (unknown shape, layer count, device)."""
-
-
-class OutputDirNotEmptyError(AwqAutoselectError, FileExistsError):
-    """The output path of :func:`make_synthetic_checkpoint` is a file or a non-empty directory."""
 
 
 @dataclass(frozen=True)

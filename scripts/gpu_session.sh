@@ -63,7 +63,7 @@ if has loads; then
 fi
 if has smoke7b; then
     log smoke-7b
-    /usr/bin/time -v python3 -m awq_autoselect make-synthetic /tmp/llama7b-gemm --shape llama-2-7b --version gemm \
+    /usr/bin/time -v python3 -m awq_autoselect make-synthetic /tmp/llama7b-gemm --shape llama-2-7b --version gemm --device cuda \
         --overwrite > "$RES/make-7b.txt" 2>&1
     log "make-synthetic exit $?"; grep -E "Elapsed|Maximum resident" "$RES/make-7b.txt" | tee -a "$RES/summary.txt"
     timeout 240 python3 -m awq_autoselect bench /tmp/llama7b-gemm --versions gemv,gemm,gemm_triton,torch_int4 --fp16 \

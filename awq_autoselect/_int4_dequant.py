@@ -1,0 +1,426 @@
+"""Dense weights from tinygemm's int4 tiles: one Triton kernel on CUDA, plain torch everywhere else.
+
+:class:`awq_autoselect._torch_int4.TorchInt4Linear` leaves tinygemm for ``F.linear`` from ``dense_threshold``
+rows on, and then needs its weight dense. :func:`dequantize_tiles` builds it: ``(q - 8) * scale + zero`` in
+float32, rounded once to the scales' dtype, ``[out_features, in_features]``. The torch version
+(:func:`dequantize_tiles_torch`) makes several full-size passes (nibble split, an 8-D permute copy, ``addcmul``);
+the Triton kernel reads the tiles once (0.5 byte/weight) and writes the weight once (2 bytes/weight).
+
+Exactness. The Triton kernel matches the torch version bit for bit, for finite values, for bfloat16 and float16
+scales: ``q - 8`` (4 bits) times a bf16 (8-bit significand) or fp16 (11-bit) scale is exact in float32, so the
+float32 sum ``product + zero`` is rounded once whether or not the compiler fuses it into an FMA (torch's
+``addcmul`` computes the same exact product and rounds the same sum), and the cast to the output dtype rounds
+to nearest even in both. Float32 scales (CPU only: the module keeps bf16 on CUDA) would make the product
+inexact, and torch's CPU ``addcmul`` fuses where a GPU kernel might not; they always take the torch path.
+
+Triton's interpreter (``TRITON_INTERPRET=1``, how the CPU tests run the kernel) casts float32 to bfloat16 by
+truncation, and its documentation says it does not support bfloat16 arithmetic. Under the interpreter the
+kernel therefore rounds to bfloat16 with integer operations (``ROUND_BY_BITS``), the same round-to-nearest-even
+as the GPU's ``cvt.rn.bf16.f32``; the GPU tests check that both roundings agree.
+
+Dispatch (``backend="auto"``): CUDA tensors with bf16/fp16 scales use the Triton kernel when triton imports;
+everything else uses torch. If the kernel fails to build or launch (a Triton that cannot compile for this GPU),
+the torch path is used from then on in this process, logged once at debug level; :func:`triton_failure` says why.
+
+Private module: imported by :mod:`awq_autoselect._torch_int4`. Importing it imports torch, and triton when
+installed (a missing or broken triton only disables the Triton path).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from .errors import AwqAutoselectError, ConversionError
+
+try:
+    import triton
+    import triton.language as tl
+except Exception as _exc:  # any broken triton install just means: no Triton path
+    triton = None
+    tl = None
+    _TRITON_IMPORT_ERROR: str | None = f"triton does not import ({type(_exc).__name__}: {_exc})"
+else:
+    _TRITON_IMPORT_ERROR = None
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+__all__ = [
+    "TRITON_DTYPES",
+    "DequantBackend",
+    "TritonUnavailableError",
+    "dequantize_tiles",
+    "dequantize_tiles_torch",
+    "dequantize_tiles_triton",
+    "triton_failure",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+logger = logging.getLogger(__name__)
+
+DequantBackend: TypeAlias = Literal["auto", "triton", "torch"]
+
+#: Scale dtypes the Triton kernel reproduces bit for bit (see the module docstring for float32).
+TRITON_DTYPES = (torch.bfloat16, torch.float16)
+
+_TINYGEMM_OFFSET = 8  # tinygemm reads a stored 4-bit q as the signed value q - 8
+_MAX_ELEMENTS = 2**31  # the kernel indexes the output with int32 offsets
+_DEFAULT_BLOCK_N = 16
+_DEFAULT_BLOCK_K = 256
+_DEFAULT_NUM_WARPS = 4
+
+
+class TritonUnavailableError(AwqAutoselectError, ImportError):
+    """``backend="triton"`` was asked for, but triton does not import here."""
+
+
+class _TritonState:
+    """What this process learned about the Triton path: its kernels (compiled, interpreted) and any failure."""
+
+    def __init__(self) -> None:
+        self.kernels: dict[bool, Any] = {}
+        self.failure: str | None = None
+        self.logged: set[str] = set()
+
+
+_STATE = _TritonState()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the torch version (any device, any floating dtype)
+
+
+def dequantize_tiles_torch(
+    qtiles: torch.Tensor, scales_and_zeros: torch.Tensor, out_features: int, in_features: int, group_size: int
+) -> torch.Tensor:
+    """The dense weight tinygemm computes, ``(q - 8) * scale + zero`` rounded once to the scales' dtype.
+
+    Plain torch ops on any device; the reference the Triton kernel is tested against. No input checks (see
+    :func:`dequantize_tiles`).
+    """
+    n, k = out_features, in_features
+    n_tiles, k_outer, _, pairs = qtiles.shape
+    # dims: nt, ko, a, b, p, h, bl  (lane 4a + b, int32 p, byte 2h + bl of it; docs/torch-int4.md)
+    raw = qtiles.contiguous().view(torch.uint8).view(n_tiles, k_outer, 8, 4, pairs, 2, 2)
+    # q - 8 in int8 while the data is one byte per weight; the only full-size passes are in the output dtype.
+    centred = torch.stack((raw & 0xF, raw >> 4), dim=-1).view(torch.int8).sub_(_TINYGEMM_OFFSET)
+    ordered = centred.permute(0, 2, 1, 4, 6, 7, 3, 5)  # nt, a, ko, p, bl, nib, b, h = n, k
+    dense = ordered.to(scales_and_zeros.dtype, memory_format=torch.contiguous_format).view(
+        n, k // group_size, group_size
+    )
+    scale = scales_and_zeros[..., 0].t().unsqueeze(-1)
+    zero = scales_and_zeros[..., 1].t().unsqueeze(-1)
+    # addcmul computes zero + q * scale in float32 and rounds once, like tinygemm's fused multiply-add.
+    return torch.addcmul(zero, dense, scale, out=dense).view(n, k)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the Triton kernel
+
+
+def _dequantize_kernel(  # noqa: PLR0917 - Triton kernels take their arguments by position
+    tiles_ptr: Any,
+    scales_and_zeros_ptr: Any,
+    out_ptr: Any,
+    n_rows: Any,
+    n_cols: Any,
+    PAIRS: tl.constexpr,  # noqa: N803 - Triton's convention: compile-time constants in capitals
+    GROUP: tl.constexpr,  # noqa: N803
+    BLOCK_N: tl.constexpr,  # noqa: N803
+    BLOCK_M: tl.constexpr,  # noqa: N803
+    ROUND_BY_BITS: tl.constexpr,  # noqa: N803
+) -> None:
+    """One ``[BLOCK_N, 8 * BLOCK_M]`` block of the dense weight, rows of contiguous inputs.
+
+    Element ``(n, k)``, with ``k = 8 * m + 2 * b + h`` (chunk ``m`` of eight inputs), is nibble ``4 * h + c`` of
+    int32 ``[n // 8, ko, 4 * (n % 8) + b, p]`` of the tiles, where chunk ``m`` lies in tile ``ko = m // (4 * PAIRS)``
+    at ``p = (m // 4) % PAIRS`` and ``c = m % 4``: the layout of docs/torch-int4.md, ``k % (16 * innerKTiles) =
+    32 * p + 8 * c + 2 * b + h``. A stripe of 8 rows holds ``n_cols`` int32 words, one tile ``32 * PAIRS``.
+    """
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    chunks = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    lanes = tl.arange(0, 4)  # b
+    row_ok = rows < n_rows
+    block_ok = row_ok[:, None] & (chunks < n_cols // 8)[None, :]
+
+    row_word = (rows // 8) * n_cols + (rows % 8) * (4 * PAIRS)
+    chunk_word = (chunks // (4 * PAIRS)) * (32 * PAIRS) + (chunks // 4) % PAIRS
+    words = tl.load(
+        tiles_ptr + (row_word[:, None, None] + chunk_word[None, :, None] + (lanes * PAIRS)[None, None, :]),
+        mask=block_ok[:, :, None],
+        other=0,
+    )  # [BLOCK_N, BLOCK_M, 4 (b)]
+    shift = ((chunks % 4) * 4)[None, :, None]
+    # 0x4B000000 is 2**23 as float32: OR-ing a nibble into its significand gives 2**23 + q exactly, so q - 8 is
+    # one exact subtraction (no int-to-float conversion).
+    low = ((words >> shift) & 0xF) | 0x4B000000
+    high = ((words >> (shift + 16)) & 0xF) | 0x4B000000
+    centred = tl.join(low, high).to(tl.float32, bitcast=True) - 8388616.0  # [.., 4 (b), 2 (h)]: 2**23 + 8
+
+    pair = ((chunks // (GROUP // 8))[None, :] * n_rows + rows[:, None]) * 2  # scales_and_zeros[g, n, 0]
+    scale = tl.load(scales_and_zeros_ptr + pair, mask=block_ok, other=0.0).to(tl.float32)
+    zero = tl.load(scales_and_zeros_ptr + pair + 1, mask=block_ok, other=0.0).to(tl.float32)
+    # The product is exact in float32 (bf16/fp16 scales), so this rounds once with or without an FMA.
+    values = centred * scale[:, :, None, None] + zero[:, :, None, None]
+    values = tl.reshape(values, [BLOCK_N, BLOCK_M * 8])
+
+    cols = tl.program_id(1) * (BLOCK_M * 8) + tl.arange(0, BLOCK_M * 8)
+    out = out_ptr + (rows[:, None] * n_cols + cols[None, :])
+    out_ok = row_ok[:, None] & (cols < n_cols)[None, :]
+    if ROUND_BY_BITS:
+        # float32 -> bfloat16 bits, round to nearest even (the interpreter's own cast truncates); NaN stays NaN.
+        bits = values.to(tl.int32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        rounded = tl.where((bits & 0x7FFFFFFF) > 0x7F800000, 0x7FC0, rounded)
+        tl.store(out, rounded.to(tl.int16), mask=out_ok)
+    else:
+        tl.store(out, values.to(out_ptr.dtype.element_ty), mask=out_ok)
+
+
+def _kernel() -> tuple[Any, bool]:
+    """The jitted kernel for the current mode, and whether it is Triton's interpreter.
+
+    ``triton.jit`` reads ``TRITON_INTERPRET`` when it decorates, so the kernel is decorated lazily, once per mode.
+
+    Raises:
+        TritonUnavailableError: triton does not import here.
+    """
+    if triton is None:
+        raise TritonUnavailableError(
+            f"the Triton dequantization needs triton: {_TRITON_IMPORT_ERROR}; install triton (Linux CUDA builds "
+            "of torch bring it) or use backend='torch'"
+        )
+    knobs = getattr(triton, "knobs", None)
+    mode = bool(knobs.runtime.interpret) if knobs is not None else _interpret_env()
+    kernel = _STATE.kernels.get(mode)
+    if kernel is None:
+        kernel = triton.jit(_dequantize_kernel)
+        _STATE.kernels[mode] = kernel
+    return kernel, type(kernel).__name__ == "InterpretedFunction"
+
+
+def _interpret_env() -> bool:  # pragma: no cover - triton before 3.4 (no knobs)
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "on", "yes"}
+
+
+def _launch(
+    qtiles: torch.Tensor,
+    scales_and_zeros: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    group_size: int,
+    *,
+    block_n: int = _DEFAULT_BLOCK_N,
+    block_k: int = _DEFAULT_BLOCK_K,
+    num_warps: int = _DEFAULT_NUM_WARPS,
+    round_by_bits: bool | None = None,
+) -> torch.Tensor:
+    """Run the kernel (inputs already checked). ``round_by_bits``: None = only under the interpreter, for bf16."""
+    kernel, interpreted = _kernel()
+    out = torch.empty((out_features, in_features), dtype=scales_and_zeros.dtype, device=qtiles.device)
+    by_bits = (interpreted if round_by_bits is None else round_by_bits) and out.dtype == torch.bfloat16
+    grid = (triton.cdiv(out_features, block_n), triton.cdiv(in_features, block_k))
+    args = (
+        qtiles.contiguous(),
+        scales_and_zeros.contiguous(),
+        out.view(torch.int16) if by_bits else out,
+        out_features,
+        in_features,
+    )
+    constants = {
+        "PAIRS": int(qtiles.shape[3]),
+        "GROUP": group_size,
+        "BLOCK_N": block_n,
+        "BLOCK_M": block_k // 8,
+        "ROUND_BY_BITS": by_bits,
+    }
+    if qtiles.device.type == "cuda":
+        with torch.cuda.device(qtiles.device):  # Triton launches on the current device
+            kernel[grid](*args, **constants, num_warps=num_warps)
+    else:
+        kernel[grid](*args, **constants, num_warps=num_warps)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checks and dispatch
+
+
+def _check_tiles(
+    qtiles: torch.Tensor, scales_and_zeros: torch.Tensor, out_features: int, in_features: int, group_size: int
+) -> None:
+    """Raise ConversionError unless the tensors hold a tile-layout ``[out_features, in_features]`` weight."""
+    where = f"[{out_features}x{in_features}, group {group_size}]"
+    if qtiles.dtype != torch.int32 or qtiles.dim() != 4 or qtiles.shape[2] != 32 or qtiles.shape[3] not in (1, 2, 4):
+        raise ConversionError(
+            f"expected int32 tinygemm tiles [N/8, K/(16*t), 32, t/2] with t in 2, 4, 8 for {where}, got "
+            f"{qtiles.dtype}{list(qtiles.shape)}; build them with pack_tiles or aten._convert_weight_to_int4pack"
+        )
+    n_tiles, k_outer, _, pairs = (int(d) for d in qtiles.shape)
+    if n_tiles * 8 != out_features or k_outer * pairs * 32 != in_features:
+        raise ConversionError(f"tiles {list(qtiles.shape)} do not hold a {where} weight")
+    if group_size <= 0 or in_features % group_size:
+        raise ConversionError(f"{where}: group_size must be a positive divisor of in_features {in_features}")
+    expected = [in_features // group_size, out_features, 2]
+    if list(scales_and_zeros.shape) != expected or not scales_and_zeros.is_floating_point():
+        raise ConversionError(
+            f"{where}: expected floating scales_and_zeros {expected}, got "
+            f"{scales_and_zeros.dtype}{list(scales_and_zeros.shape)}"
+        )
+    if scales_and_zeros.device != qtiles.device:
+        raise ConversionError(
+            f"{where}: qtiles are on {qtiles.device}, scales_and_zeros on {scales_and_zeros.device}; move both to "
+            "one device"
+        )
+
+
+def _triton_refusal(scales_and_zeros: torch.Tensor, out_features: int, in_features: int, group_size: int) -> str | None:
+    """Why the kernel cannot take these inputs, or None."""
+    if scales_and_zeros.dtype not in TRITON_DTYPES:
+        return (
+            f"the Triton kernel reproduces bfloat16 and float16 scales only, got {scales_and_zeros.dtype} "
+            "(float32 products are inexact, so rounding would depend on FMA contraction)"
+        )
+    if out_features * in_features >= _MAX_ELEMENTS:
+        return f"a [{out_features}x{in_features}] weight has 2**31 or more elements; the kernel uses int32 offsets"
+    if group_size % 8:
+        return f"group_size {group_size} is not a multiple of 8"
+    return None
+
+
+def dequantize_tiles_triton(
+    qtiles: torch.Tensor,
+    scales_and_zeros: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    group_size: int,
+    *,
+    block_n: int = _DEFAULT_BLOCK_N,
+    block_k: int = _DEFAULT_BLOCK_K,
+    num_warps: int = _DEFAULT_NUM_WARPS,
+) -> torch.Tensor:
+    """:func:`dequantize_tiles` with the Triton kernel, nothing else: no fallback, errors propagate.
+
+    Runs on CUDA tensors, or on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``).
+
+    Args:
+        qtiles: int32 tinygemm tiles ``[N/8, K/(16*t), 32, t/2]``.
+        scales_and_zeros: ``[K/group_size, N, 2]`` bfloat16 or float16 ``(scale, zero)`` pairs.
+        out_features: N.
+        in_features: K.
+        group_size: inputs per scale.
+        block_n: rows per program (a power of two).
+        block_k: inputs per program (a power of two, at least 8).
+        num_warps: warps per program.
+
+    Returns:
+        The dense ``[N, K]`` weight in the scales' dtype.
+
+    Raises:
+        ConversionError: the tensors do not hold such a weight, or the kernel cannot take them (float32 scales,
+            2**31 or more elements).
+        ValueError: a block size that is not a power of two (``block_k`` below 8).
+        TritonUnavailableError: triton does not import.
+        Exception: whatever Triton raises when the kernel does not compile or launch.
+    """
+    _check_tiles(qtiles, scales_and_zeros, out_features, in_features, group_size)
+    refusal = _triton_refusal(scales_and_zeros, out_features, in_features, group_size)
+    if refusal is not None:
+        raise ConversionError(f"{refusal}; use backend='torch'")
+    for name, value, least in (("block_n", block_n, 1), ("block_k", block_k, 8)):
+        if value < least or value & (value - 1):
+            raise ValueError(f"{name} must be a power of two >= {least}, got {value}")
+    return _launch(
+        qtiles,
+        scales_and_zeros,
+        out_features,
+        in_features,
+        group_size,
+        block_n=block_n,
+        block_k=block_k,
+        num_warps=num_warps,
+    )
+
+
+def _log_once(reason: str) -> None:
+    if reason not in _STATE.logged:
+        _STATE.logged.add(reason)
+        logger.debug("int4 dequantization uses the torch path: %s", reason)
+
+
+def _try_triton(
+    qtiles: torch.Tensor, scales_and_zeros: torch.Tensor, out_features: int, in_features: int, group_size: int
+) -> torch.Tensor | None:
+    """The Triton result, or None (logged once) when the kernel is unavailable or has failed in this process."""
+    if _STATE.failure is not None:
+        return None
+    refusal = _TRITON_IMPORT_ERROR or _triton_refusal(scales_and_zeros, out_features, in_features, group_size)
+    if refusal is not None:
+        _log_once(refusal)
+        return None
+    try:
+        return _launch(qtiles, scales_and_zeros, out_features, in_features, group_size)
+    except Exception as exc:  # Triton's compile and launch errors have no common base class
+        if qtiles.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise  # the capture is broken either way: the torch path cannot run in it now
+        _STATE.failure = f"the Triton kernel failed on {qtiles.device} ({type(exc).__name__}: {exc})"
+        logger.debug("int4 dequantization: %s; using the torch path from now on", _STATE.failure, exc_info=True)
+        return None
+
+
+def dequantize_tiles(
+    qtiles: torch.Tensor,
+    scales_and_zeros: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    group_size: int,
+    *,
+    backend: DequantBackend = "auto",
+) -> torch.Tensor:
+    """The dense ``[out_features, in_features]`` weight of tinygemm tiles, in the scales' dtype.
+
+    ``(q - 8) * scale + zero`` computed in float32 and rounded once, exactly what tinygemm computes on CUDA.
+    Both backends give the same bits (bfloat16/float16 scales; float32 always runs in torch).
+
+    Args:
+        qtiles: int32 tinygemm tiles ``[N/8, K/(16*t), 32, t/2]`` (``TorchInt4Linear.qtiles``).
+        scales_and_zeros: ``[K/group_size, N, 2]`` ``(scale, zero)`` pairs, on the tiles' device.
+        out_features: N.
+        in_features: K.
+        group_size: inputs per scale.
+        backend: ``"auto"`` (the Triton kernel for CUDA tensors when it can run, else torch, see the module
+            docstring), ``"triton"`` (the kernel or an error) or ``"torch"``.
+
+    Returns:
+        A new dense tensor on the tiles' device.
+
+    Raises:
+        ConversionError: the tensors do not hold such a weight (``backend="triton"``: or the kernel cannot take
+            them).
+        ValueError: an unknown ``backend``.
+        TritonUnavailableError: ``backend="triton"`` and triton does not import.
+    """
+    if backend == "triton":
+        return dequantize_tiles_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)
+    if backend not in {"auto", "torch"}:
+        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+    _check_tiles(qtiles, scales_and_zeros, out_features, in_features, group_size)
+    if backend == "auto" and qtiles.device.type == "cuda":
+        dense = _try_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)
+        if dense is not None:
+            return dense
+    return dequantize_tiles_torch(qtiles, scales_and_zeros, out_features, in_features, group_size)
+
+
+def triton_failure() -> str | None:
+    """Why ``backend="auto"`` no longer tries the Triton kernel in this process (it failed once), or None."""
+    return _STATE.failure
