@@ -35,7 +35,7 @@ def _record(name: str, result: LoadResult, generated: list[int]) -> None:
 
 
 def _generate(result: LoadResult) -> list[int]:
-    generate = result.model.generate
+    generate = getattr(result.model, "generate")  # noqa: B009 - AutoAWQ's wrapper is untyped
     ids = torch.tensor([[1, 17, 42, 99, 150]], device="cuda")
     with torch.no_grad():
         out = generate(input_ids=ids, max_new_tokens=8, do_sample=False)
