@@ -2,15 +2,17 @@
 
 :class:`awq_autoselect._torch_int4.TorchInt4Linear` leaves tinygemm for ``F.linear`` from ``dense_threshold``
 rows on, and then needs its weight dense. :func:`dequantize_tiles` builds it: ``(q - 8) * scale + zero`` in
-float32, rounded once to the scales' dtype, ``[out_features, in_features]``. The torch version
-(:func:`dequantize_tiles_torch`) makes several full-size passes (nibble split, an 8-D permute copy, ``addcmul``);
-the Triton kernel reads the tiles once (0.5 byte/weight) and writes the weight once (2 bytes/weight).
+float32, cast to the scales' dtype, ``[out_features, in_features]``. For scales and zeros converted from AWQ
+(``(8 - z) * s``, bf16) the float32 sum is exact, so that cast is the one rounding tinygemm's fused multiply-add
+makes. The torch version (:func:`dequantize_tiles_torch`) makes several full-size passes (nibble split, an 8-D
+permute copy, ``addcmul``); the Triton kernel reads the tiles once (0.5 byte/weight) and writes the weight once
+(2 bytes/weight).
 
-Exactness. The Triton kernel matches the torch version bit for bit, for finite values, for bfloat16 and float16
-scales: ``q - 8`` (4 bits) times a bf16 (8-bit significand) or fp16 (11-bit) scale is exact in float32, so the
-float32 sum ``product + zero`` is rounded once whether or not the compiler fuses it into an FMA (torch's
-``addcmul`` computes the same exact product and rounds the same sum), and the cast to the output dtype rounds
-to nearest even in both. Float32 scales (CPU only: the module keeps bf16 on CUDA) would make the product
+Exactness. The Triton kernel matches the torch version bit for bit, for any bfloat16 or float16 scales and
+zeros (NaN payloads aside): ``q - 8`` (4 bits) times a bf16 (8-bit significand) or fp16 (11-bit) scale is exact
+in float32, so the float32 sum ``product + zero`` is rounded once whether or not the compiler fuses it into an
+FMA (torch's ``addcmul`` computes the same exact product and rounds the same sum), and the cast to the output
+dtype rounds to nearest even in both. Float32 scales (CPU only: the module keeps bf16 on CUDA) would make the product
 inexact, and torch's CPU ``addcmul`` fuses where a GPU kernel might not; they always take the torch path.
 
 Triton's interpreter (``TRITON_INTERPRET=1``, how the CPU tests run the kernel) casts float32 to bfloat16 by
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .errors import AwqAutoselectError, ConversionError
+from .errors import ConversionError, TritonUnavailableError
 
 try:
     import triton
@@ -75,10 +77,6 @@ _MAX_ELEMENTS = 2**31  # the kernel indexes the output with int32 offsets
 _DEFAULT_BLOCK_N = 16
 _DEFAULT_BLOCK_K = 256
 _DEFAULT_NUM_WARPS = 4
-
-
-class TritonUnavailableError(AwqAutoselectError, ImportError):
-    """``backend="triton"`` was asked for, but triton does not import here."""
 
 
 class _TritonState:
@@ -126,11 +124,11 @@ def dequantize_tiles_torch(
 
 
 def _dequantize_kernel(  # noqa: PLR0917 - Triton kernels take their arguments by position
-    tiles_ptr: Any,
-    scales_and_zeros_ptr: Any,
-    out_ptr: Any,
-    n_rows: Any,
-    n_cols: Any,
+    tiles_ptr: tl.tensor,  # Triton resolves annotations inside the kernel: only its own names may appear here
+    scales_and_zeros_ptr: tl.tensor,
+    out_ptr: tl.tensor,
+    n_rows: tl.tensor,
+    n_cols: tl.tensor,
     PAIRS: tl.constexpr,  # noqa: N803 - Triton's convention: compile-time constants in capitals
     GROUP: tl.constexpr,  # noqa: N803
     BLOCK_N: tl.constexpr,  # noqa: N803
@@ -243,11 +241,13 @@ def _launch(
         "BLOCK_M": block_k // 8,
         "ROUND_BY_BITS": by_bits,
     }
+    # FMA contraction changes nothing (the product is exact); asked for explicitly, as Triton 3.9 wants.
+    options = {"num_warps": num_warps, "enable_fp_fusion": True}
     if qtiles.device.type == "cuda":
         with torch.cuda.device(qtiles.device):  # Triton launches on the current device
-            kernel[grid](*args, **constants, num_warps=num_warps)
+            kernel[grid](*args, **constants, **options)
     else:
-        kernel[grid](*args, **constants, num_warps=num_warps)
+        kernel[grid](*args, **constants, **options)
     return out
 
 
@@ -370,6 +370,8 @@ def _try_triton(
     try:
         return _launch(qtiles, scales_and_zeros, out_features, in_features, group_size)
     except Exception as exc:  # Triton's compile and launch errors have no common base class
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise  # not the kernel's fault, and the torch path needs more memory still
         if qtiles.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise  # the capture is broken either way: the torch path cannot run in it now
         _STATE.failure = f"the Triton kernel failed on {qtiles.device} ({type(exc).__name__}: {exc})"
@@ -388,8 +390,9 @@ def dequantize_tiles(
 ) -> torch.Tensor:
     """The dense ``[out_features, in_features]`` weight of tinygemm tiles, in the scales' dtype.
 
-    ``(q - 8) * scale + zero`` computed in float32 and rounded once, exactly what tinygemm computes on CUDA.
-    Both backends give the same bits (bfloat16/float16 scales; float32 always runs in torch).
+    ``(q - 8) * scale + zero`` computed in float32 and cast to the scales' dtype (one rounding for converted AWQ
+    weights, as tinygemm's FMA on CUDA). Both backends give the same bits (bfloat16/float16 scales; float32 always
+    runs in torch).
 
     Args:
         qtiles: int32 tinygemm tiles ``[N/8, K/(16*t), 32, t/2]`` (``TorchInt4Linear.qtiles``).

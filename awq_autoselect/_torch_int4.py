@@ -30,6 +30,7 @@ Private module: imported by :mod:`awq_autoselect.loading` inside functions, neve
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -48,12 +49,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BF16_UNIT_ROUNDOFF",
     "DENSE_THRESHOLD",
+    "DENSE_THRESHOLD_ENV",
     "MIN_CAPABILITY",
     "MIN_TORCH",
     "SUPPORTED_GROUP_SIZES",
     "TorchInt4InputError",
     "TorchInt4Linear",
     "convert_model_to_torch_int4",
+    "default_dense_threshold",
     "inner_k_tiles_for",
     "pack_tiles",
     "unpack_tiles",
@@ -66,6 +69,28 @@ logger = logging.getLogger(__name__)
 #: PROVISIONAL: a guess from published tinygemm timings (it re-reads the weights every 16 rows) and the cost of
 #: a per-call dequantization; the measured crossover from scripts/measure_int4_threshold.py replaces it.
 DENSE_THRESHOLD = 128
+
+#: Environment variable that overrides :data:`DENSE_THRESHOLD` for every new layer (tuning on another GPU).
+DENSE_THRESHOLD_ENV = "AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD"
+
+
+def default_dense_threshold() -> int:
+    """:data:`DENSE_THRESHOLD`, or the value of ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` when set.
+
+    Raises:
+        ValueError: the variable is set to something other than a positive integer.
+    """
+    raw = os.environ.get(DENSE_THRESHOLD_ENV, "").strip()
+    if not raw:
+        return DENSE_THRESHOLD
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{DENSE_THRESHOLD_ENV}={raw!r}: expected a positive number of rows, e.g. 32")
+    return value
+
 
 #: Group sizes tinygemm has kernels for (CUDA and CPU alike).
 SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
@@ -293,7 +318,7 @@ class TorchInt4Linear(torch.nn.Module):
         dev = torch.device("cpu" if device is None else device)
         if str(dev) == "cuda":  # no index: the current device, pinned now so that checks and buffers agree
             dev = torch.device("cuda", torch.cuda.current_device())
-        threshold = DENSE_THRESHOLD if dense_threshold is None else dense_threshold
+        threshold = default_dense_threshold() if dense_threshold is None else dense_threshold
         if threshold < 1:
             raise ValueError(f"dense_threshold must be >= 1 (rows), got {dense_threshold}")
         _check_platform(dev, dtype)

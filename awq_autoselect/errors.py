@@ -32,6 +32,7 @@ __all__ = [
     "StaticDecodeError",
     "SyntheticSpecError",
     "TorchInt4InputError",
+    "TritonUnavailableError",
     "UnknownModuleError",
     "UnknownVersionError",
     "UnsupportedModelTypeError",
@@ -174,6 +175,10 @@ class SyntheticSpecError(AwqAutoselectError, ValueError):
 
 class OutputDirNotEmptyError(AwqAutoselectError, FileExistsError):
     """The output path of :func:`make_synthetic_checkpoint` is a file or a non-empty directory."""
+
+
+class TritonUnavailableError(AwqAutoselectError, ImportError):
+    """``backend="triton"`` was asked for, but triton does not import here."""
 
 
 # --- warnings ----------------------------------------------------------------------------------------------

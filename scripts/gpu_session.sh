@@ -39,13 +39,13 @@ if has detect; then
 fi
 if has tests; then
     log gpu-tests
-    AWQ_AUTOSELECT_REPORT_DIR="$RES/loads" timeout 330 python3 -m pytest -m gpu -q -p no:cacheprovider \
+    AWQ_AUTOSELECT_REPORT_DIR="$RES/loads" timeout 480 python3 -m pytest -m gpu -q -p no:cacheprovider \
         -o addopts="" --timeout=150 -rfE tests/ > "$RES/pytest-gpu.log" 2>&1
     log "gpu-tests exit $?"; tail -30 "$RES/pytest-gpu.log" | tee -a "$RES/summary.txt"
 fi
 if has threshold; then
     log int4-threshold
-    timeout 150 python3 scripts/measure_int4_threshold.py --reps 30 --json "$RES/int4-threshold.json" \
+    timeout 200 python3 scripts/measure_int4_threshold.py --reps 30 --json "$RES/int4-threshold.json" \
         > "$RES/int4-threshold.txt" 2>&1
     log "threshold exit $?"; tail -15 "$RES/int4-threshold.txt" | tee -a "$RES/summary.txt"
 fi
@@ -72,6 +72,12 @@ if has smoke7b; then
 fi
 if has bench7b; then
     log bench-7b
+    if [ -f "$RES/int4-threshold.json" ]; then
+        # Benchmark torch_int4 with the crossover just measured on this card (docs/torch-int4.md).
+        AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['crossover']['recommended'] or '')" "$RES/int4-threshold.json")
+        export AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD
+        log "torch_int4 dense threshold for the benchmark: ${AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD:-default}"
+    fi
     [ -d /tmp/llama7b-gemm ] || python3 -m awq_autoselect make-synthetic /tmp/llama7b-gemm --shape llama-2-7b \
         --version gemm --overwrite > "$RES/make-7b.txt" 2>&1
     for prompt in 128 512; do

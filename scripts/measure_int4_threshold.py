@@ -12,19 +12,25 @@ times both, as :class:`awq_autoselect._torch_int4.TorchInt4Linear` runs them, on
   times eager calls instead), each replay running one call per weight set, with enough distinct weight sets
   that they do not fit in L2 (``--l2-mib``); median and p20/p80 of ``--reps`` replays, after warm-up.
 
+It also times the dense path's dequantization alone (``awq_autoselect._int4_dequant``: the Triton kernel, a
+sweep of its block sizes with ``--dequant-configs``, and the torch version), per call and as bandwidth: the
+bytes it must move (0.5 byte/weight read, 2 written, plus the scales) over the time.
+
 It prints a table per shape and the crossover: per shape, the fewest rows from which ``dense`` is at least as
 fast as ``tinygemm`` at every larger measured row count; and ``recommended``, the same over a whole Llama
 decoder layer (4 x 4096x4096 + 2 x 4096x11008 + 1 x 11008x4096). ``--json PATH`` writes everything, with the
 GPU, driver-visible CUDA and torch versions. Put ``recommended`` into ``DENSE_THRESHOLD`` in
 awq_autoselect/_torch_int4.py and docs/torch-int4.md.
 
-Usage: ``python scripts/measure_int4_threshold.py [--json PATH] [--reps N] [--eager] [--rows 1,2,4 ...]``
+Usage: ``python scripts/measure_int4_threshold.py [--json PATH] [--reps N] [--eager] [--rows 1,2,4 ...]
+[--dequant-configs 16x256x4,...] [--dequant-only]``
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import json
 import math
 import statistics
@@ -41,12 +47,20 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from awq_autoselect import formats  # noqa: E402 - after the path set-up for a plain checkout
+from awq_autoselect._int4_dequant import (  # noqa: E402
+    dequantize_tiles,
+    dequantize_tiles_triton,
+    triton_failure,
+)
 from awq_autoselect._torch_int4 import TorchInt4Linear  # noqa: E402
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dequantization timings ("dequant") and the dense path's dequantization backend
 DEFAULT_SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (4096, 12288))
 DEFAULT_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 PATHS = ("tinygemm", "dense", "dense_cached")
+# Triton block configurations (rows x inputs x warps) timed for the dequantization; the first is the one the
+# module runs (awq_autoselect._int4_dequant defaults).
+DEFAULT_DEQUANT_CONFIGS = "16x256x4,8x256x4,32x256x4,16x512x4,16x128x4,32x512x8,64x256x8"
 # One Llama-7B decoder layer: (K, N) -> how many such matmuls.
 LLAMA_LAYER = {(4096, 4096): 4, (4096, 11008): 2, (11008, 4096): 1}
 
@@ -66,6 +80,22 @@ class Timing:
     reps: int
 
 
+@dataclass(frozen=True)
+class DequantTiming:
+    """One (shape, backend, config) dequantization measurement, per call."""
+
+    k: int
+    n: int
+    backend: str  # "triton" or "torch"
+    config: str  # block_n x block_k x num_warps for "triton", "-" for "torch"
+    median_us: float
+    p20_us: float
+    p80_us: float
+    gb_per_s: float  # bytes that must move (tiles read, weight written, scales read) / median time
+    weight_sets: int
+    reps: int
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", type=Path, help="write the measurements and crossovers here")
@@ -81,6 +111,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--l2-mib", type=float, default=60.0, help="L2 size to defeat (default 60 MiB)")
     parser.add_argument("--eager", action="store_true", help="time eager calls instead of CUDA-graph replays")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--dequant-configs",
+        default=DEFAULT_DEQUANT_CONFIGS,
+        help="Triton dequantization configs to time, block_n x block_k x num_warps (the module runs 16x256x4)",
+    )
+    parser.add_argument("--dequant-only", action="store_true", help="time the dequantization only, no crossover")
     return parser.parse_args(argv)
 
 
@@ -174,6 +210,87 @@ def measure_shape(
     return results
 
 
+def dequant_bytes(k: int, n: int, group_size: int) -> int:
+    """Bytes a dequantization must move: int4 tiles read, bf16 weight written, bf16 (scale, zero) pairs read."""
+    return n * k // 2 + 2 * n * k + 4 * n * (k // group_size)
+
+
+def parse_configs(text: str) -> list[tuple[int, int, int]]:
+    configs: list[tuple[int, int, int]] = []
+    for item in (part for part in text.split(",") if part):
+        block_n, block_k, warps = (int(v) for v in item.lower().split("x"))
+        configs.append((block_n, block_k, warps))
+    return configs
+
+
+def measure_dequant(k: int, n: int, args: argparse.Namespace, device: torch.device) -> list[DequantTiming]:
+    """Time the dense path's dequantization alone: each Triton config, then the torch version."""
+    sets = weight_sets_for(k, n, args.l2_mib * 2**20)
+    layers = [make_layer(k, n, args.group_size, device, cache_dense=False) for _ in range(sets)]
+    variants: list[tuple[str, str, Callable[[TorchInt4Linear], object]]] = []
+    for block_n, block_k, warps in parse_configs(args.dequant_configs):
+
+        def triton_call(
+            layer: TorchInt4Linear, block_n: int = block_n, block_k: int = block_k, warps: int = warps
+        ) -> object:
+            return dequantize_tiles_triton(
+                layer.qtiles,
+                layer.scales_and_zeros,
+                n,
+                k,
+                args.group_size,
+                block_n=block_n,
+                block_k=block_k,
+                num_warps=warps,
+            )
+
+        variants.append(("triton", f"{block_n}x{block_k}x{warps}", triton_call))
+
+    def torch_call(layer: TorchInt4Linear) -> object:
+        return dequantize_tiles(layer.qtiles, layer.scales_and_zeros, n, k, args.group_size, backend="torch")
+
+    variants.append(("torch", "-", torch_call))
+    moved = dequant_bytes(k, n, args.group_size)
+    results: list[DequantTiming] = []
+    for backend, config, call in variants:
+        calls = [functools.partial(call, layer) for layer in layers]
+        try:
+            with torch.no_grad():
+                per_call = time_calls(calls, reps=args.reps, warmup=args.warmup, graph=not args.eager, device=device)
+        except Exception as exc:  # a config that does not compile on this GPU: report it, time the others
+            print(f"  dequant {backend} {config} on {k}x{n}: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+            continue
+        median = statistics.median(per_call)
+        results.append(
+            DequantTiming(
+                k=k,
+                n=n,
+                backend=backend,
+                config=config,
+                median_us=median,
+                p20_us=quantile(per_call, 0.2),
+                p80_us=quantile(per_call, 0.8),
+                gb_per_s=moved / (median * 1e-6) / 1e9,
+                weight_sets=sets,
+                reps=args.reps,
+            )
+        )
+    del layers
+    torch.cuda.empty_cache()
+    return results
+
+
+def print_dequant(results: Sequence[DequantTiming]) -> None:
+    print("\ndequantization alone (us per call, median [p20, p80]; GB/s of bytes that must move)")
+    for k, n in dict.fromkeys((t.k, t.n) for t in results):
+        print(f"K x N = {k} x {n}")
+        for t in (t for t in results if (t.k, t.n) == (k, n)):
+            print(
+                f"  {t.backend:>6} {t.config:>10} {t.median_us:>9.1f} [{t.p20_us:7.1f},{t.p80_us:8.1f}]  "
+                f"{t.gb_per_s:7.0f} GB/s"
+            )
+
+
 def crossover(times: dict[int, tuple[float, float]]) -> int | None:
     """Fewest rows from which dense <= tinygemm at every larger measured row count; None if never."""
     best: int | None = None
@@ -254,9 +371,17 @@ def environment(device: torch.device) -> dict[str, object]:
         "capability": "{}.{}".format(*torch.cuda.get_device_capability(device)),
         "memory_gib": round(props.total_memory / 2**30, 1),
         "torch": torch.__version__,
+        "triton": _version("triton"),
         "cuda": torch.version.cuda,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,10 +398,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         k, _, n = text.lower().partition("x")
         shapes.append((int(k), int(n)))
     torch.manual_seed(0)
+    dequant: list[DequantTiming] = []
+    for k, n in shapes:
+        print(f"measuring the dequantization of {k}x{n} ...", file=sys.stderr, flush=True)
+        dequant.extend(measure_dequant(k, n, args, device))
+    print_dequant(dequant)
+    if args.dequant_only:
+        if args.json:
+            write_json(args, device, {"dequant": [asdict(t) for t in dequant]})
+        return 0
     results: list[Timing] = []
     for k, n in shapes:
         print(f"measuring {k}x{n} ...", file=sys.stderr, flush=True)
         results.extend(measure_shape(k, n, rows_list, args, device))
+    # The module's dense path falls back to torch (for good) if the Triton kernel ever fails: say which ran.
+    dense_backend = "triton" if triton_failure() is None else f"torch ({triton_failure()})"
+    print(f"\ndense path dequantization: {dense_backend}")
     summary = summarize(results)
     print_table(results)
     print("\ncrossover (rows from which dense per-call dequantization wins):")
@@ -288,18 +425,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {shape:>12}: {rows if rows is not None else 'never (tinygemm always faster)'}")
     print(f"  Llama layer : {summary.recommended_cached}")
     if args.json:
-        payload = {
-            "schema": SCHEMA_VERSION,
-            "environment": environment(device),
-            "method": "eager" if args.eager else "cuda-graph",
-            "group_size": args.group_size,
-            "results": [asdict(t) for t in results],
-            "crossover": asdict(summary),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(
+            args,
+            device,
+            {
+                "results": [asdict(t) for t in results],
+                "crossover": asdict(summary),
+                "dequant": [asdict(t) for t in dequant],
+                "dense_dequant_backend": dense_backend,
+            },
+        )
     return 0
+
+
+def write_json(args: argparse.Namespace, device: torch.device, content: dict[str, object]) -> None:
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "environment": environment(device),
+        "method": "eager" if args.eager else "cuda-graph",
+        "group_size": args.group_size,
+        **content,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -460,3 +460,17 @@ def test_converted_model_decodes_like_generate(gemm_checkpoint: Path) -> None:
     ids = torch.tensor([[5, 99, 300, 42, 7, 18]])
     expected = hf_greedy(model, ids, 8)
     assert torch.equal(generate_with_cuda_graph(model, ids, 8), expected)
+
+
+def test_dense_threshold_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    from awq_autoselect import _torch_int4
+
+    monkeypatch.delenv(_torch_int4.DENSE_THRESHOLD_ENV, raising=False)
+    assert _torch_int4.default_dense_threshold() == _torch_int4.DENSE_THRESHOLD
+    monkeypatch.setenv(_torch_int4.DENSE_THRESHOLD_ENV, "24")
+    assert _torch_int4.default_dense_threshold() == 24
+    layer = _torch_int4.TorchInt4Linear(256, 64, 128)
+    assert layer.dense_threshold == 24
+    monkeypatch.setenv(_torch_int4.DENSE_THRESHOLD_ENV, "zero")
+    with pytest.raises(ValueError, match="AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD"):
+        _torch_int4.default_dense_threshold()
