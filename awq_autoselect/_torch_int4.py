@@ -66,9 +66,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Rows (``x.numel() // in_features``) from which ``forward`` leaves tinygemm for dequantize + ``F.linear``.
-#: PROVISIONAL: a guess from published tinygemm timings (it re-reads the weights every 16 rows) and the cost of
-#: a per-call dequantization; the measured crossover from scripts/measure_int4_threshold.py replaces it.
-DENSE_THRESHOLD = 128
+#: Measured on the lent H200 (torch 2.11+cu130, Triton dequantization): for every 7B layer shape the dense path
+#: is at least as fast as tinygemm from 32 rows on (docs/torch-int4.md, docs/results/int4-threshold-h200.json).
+DENSE_THRESHOLD = 32
 
 #: Environment variable that overrides :data:`DENSE_THRESHOLD` for every new layer (tuning on another GPU).
 DENSE_THRESHOLD_ENV = "AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD"
@@ -287,7 +287,7 @@ class TorchInt4Linear(torch.nn.Module):
         device: where the state lives; default CPU.
         dtype: compute dtype (bfloat16 on CUDA).
         dense_threshold: rows from which ``forward`` dequantizes and calls ``F.linear`` instead of tinygemm;
-            default :data:`DENSE_THRESHOLD` (provisional).
+            default :data:`DENSE_THRESHOLD` (measured).
         cache_dense: keep the dequantized dense weight after its first use (2 bytes/weight more memory) instead
             of dequantizing on every many-row call.
 

@@ -345,6 +345,10 @@ def _weights_loader(
                 f"{info.path}: the weights files lack {len(still_meta)} tensor(s) the model needs, e.g. "
                 f"{', '.join(still_meta[:4])}: the checkpoint is incomplete or belongs to another model"
             )
+        # Buffers that are not in the checkpoint (e.g. rotary inv_freq) were built on the CPU under AutoAWQ's
+        # init_empty_weights; accelerate's dispatch would move them, so move them here. Left on the CPU they cost
+        # a synchronizing host-to-device copy in every forward and make CUDA-graph capture impossible.
+        model.to(device)
         if unexpected:
             logger.info("ignored %d tensors not used by the model, e.g. %s", len(unexpected), unexpected[:3])
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything awq_autoselect measures on the lent GPU, in one call of the device tool:
 #   run(command="bash scripts/gpu_session.sh STEPS", carry=[".whl"])   (build .whl with scripts/gpu-wheelhouse.sh)
-# STEPS is a comma list of: versions, detect, tests, threshold, loads, bench7b, smoke7b (default: all but bench7b).
+# STEPS is a comma list of: versions, detect, tests, retest, threshold, loads, bench7b, smoke7b
+# (default: all but retest and bench7b).
 # Results land in $OUT/results.tgz (the device tool returns at most 8 files) plus $OUT/summary.txt.
 set -uo pipefail
 STEPS="${1:-versions,detect,tests,threshold,loads,smoke7b}"
@@ -43,6 +44,13 @@ if has tests; then
         -o addopts="" --timeout=150 -rfE tests/ > "$RES/pytest-gpu.log" 2>&1
     log "gpu-tests exit $?"; tail -30 "$RES/pytest-gpu.log" | tee -a "$RES/summary.txt"
 fi
+if has retest; then
+    log gpu-retest
+    AWQ_AUTOSELECT_REPORT_DIR="$RES/loads" timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="" \
+        --timeout=100 -rfE tests/test_benchmark_gpu.py tests/test_environment.py tests/test_loading_gpu.py \
+        -k "cuda_graph or without_cuda_context or loads_and_generates" > "$RES/pytest-gpu-retest.log" 2>&1
+    log "gpu-retest exit $?"; tail -5 "$RES/pytest-gpu-retest.log" | tee -a "$RES/summary.txt"
+fi
 if has threshold; then
     log int4-threshold
     timeout 200 python3 scripts/measure_int4_threshold.py --reps 30 --json "$RES/int4-threshold.json" \
@@ -79,16 +87,17 @@ if has bench7b; then
         log "torch_int4 dense threshold for the benchmark: ${AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD:-default}"
     fi
     [ -d /tmp/llama7b-gemm ] || python3 -m awq_autoselect make-synthetic /tmp/llama7b-gemm --shape llama-2-7b \
-        --version gemm --overwrite > "$RES/make-7b.txt" 2>&1
-    for prompt in 128 512; do
-        for graph in "" "--cuda-graph"; do
-            tag="p${prompt}${graph:+-graph}"
-            timeout 280 python3 -m awq_autoselect bench /tmp/llama7b-gemm \
-                --versions gemv,gemm,gemm_triton,torch_int4 --fp16 --prompt-tokens "$prompt" --new-tokens 128 \
-                --repeats 3 --warmup 1 $graph --json "$RES/bench7b-$tag.json" --markdown "$RES/bench7b-$tag.md" \
-                > "$RES/bench7b-$tag.txt" 2>&1
-            log "bench $tag exit $?"; tail -12 "$RES/bench7b-$tag.txt" | tee -a "$RES/summary.txt"
-        done
+        --version gemm --device cuda --overwrite > "$RES/make-7b.txt" 2>&1
+    # prompt 128 eager and with a CUDA graph; prompt 512 with a CUDA graph (prefill runs eagerly in both modes).
+    for config in ${BENCH_CONFIGS:-128:--cuda-graph:150 512:--cuda-graph:150 128::220}; do
+        prompt="${config%%:*}"; rest="${config#*:}"; graph="${rest%%:*}"; limit="${rest#*:}"
+        tag="p${prompt}${graph:+-graph}"
+        timeout "$limit" python3 -m awq_autoselect bench /tmp/llama7b-gemm \
+            --versions gemv,gemm,gemm_triton,torch_int4 --fp16 --prompt-tokens "$prompt" --new-tokens 128 \
+            --repeats "${BENCH_REPEATS:-2}" --warmup 1 $graph --json "$RES/bench7b-$tag.json" \
+            --markdown "$RES/bench7b-$tag.md" > "$RES/bench7b-$tag.txt" 2>&1
+        log "bench $tag exit $?"; grep -E "^\| (gemm_triton|torch_int4|fp16) " "$RES/bench7b-$tag.txt" | tee -a "$RES/summary.txt"
+        finish  # keep what is done in $OUT even if a later step runs out of time
     done
 fi
 log done

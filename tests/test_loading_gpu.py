@@ -65,6 +65,8 @@ def test_checkpoint_loads_and_generates_on_cuda(quantized: QuantizedFactory, lay
             assert not report.attempts[0].ok
             assert "awq_ext" in report.attempts[0].message
             assert any(issubclass(w.category, FallbackWarning) for w in caught)
+    on_device = {t.device.type for t in (*result.model.parameters(), *result.model.buffers())}
+    assert on_device == {"cuda"}, "every parameter and buffer (rotary inv_freq included) must be on the GPU"
     if layout == "gemv" and report.kernel is not Kernel.GEMV:
         assert any("gemv -> gemm" in c for c in report.conversions)
     _record(f"{layout}-{version}", result, _generate(result))
