@@ -21,8 +21,8 @@ The tile layout is the module's state (``qtiles``), so a state dict moves betwee
 Dispatch. tinygemm is a GEMV-class kernel: it re-reads the weights for every 16 rows, so its time grows with
 the rows. From ``dense_threshold`` rows on, the module dequantizes to a dense weight (per call, or cached with
 ``cache_dense=True``: 2 bytes/weight more memory; on CUDA one Triton kernel, :mod:`._int4_dequant`) and calls
-``F.linear`` (cuBLAS). The threshold is :data:`DENSE_THRESHOLD`, PROVISIONAL until measured on the GPU with
-scripts/measure_int4_threshold.py.
+``F.linear`` (cuBLAS). The threshold is :data:`DENSE_THRESHOLD` (32 rows, measured on the H200 with
+scripts/measure_int4_threshold.py).
 
 Private module: imported by :mod:`awq_autoselect.loading` inside functions, never by ``import awq_autoselect``.
 """
@@ -572,7 +572,7 @@ def convert_model_to_torch_int4(
             ``fuse_layers=False``: AutoAWQ's fused attention keeps its own fp16 cache.
         dtype: compute dtype; bfloat16 (the only one on CUDA; CPU also takes float16 and float32).
         dense_threshold: rows from which the layers use dequantize + ``F.linear``; default
-            :data:`DENSE_THRESHOLD` (provisional).
+            :data:`DENSE_THRESHOLD` (measured).
 
     Returns:
         The number of layers replaced (0 leaves the model as it was, not cast).

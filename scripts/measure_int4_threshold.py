@@ -60,7 +60,7 @@ DEFAULT_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 PATHS = ("tinygemm", "dense", "dense_cached")
 # Triton block configurations (rows x inputs x warps) timed for the dequantization; the first is the one the
 # module runs (awq_autoselect._int4_dequant defaults).
-DEFAULT_DEQUANT_CONFIGS = "16x256x4,8x256x4,32x256x4,16x512x4,16x128x4,32x512x8,64x256x8"
+DEFAULT_DEQUANT_CONFIGS = "8x256x4,16x256x4,32x256x4,16x512x4,16x128x4,32x512x8,64x256x8"
 # One Llama-7B decoder layer: (K, N) -> how many such matmuls.
 LLAMA_LAYER = {(4096, 4096): 4, (4096, 11008): 2, (11008, 4096): 1}
 

@@ -122,7 +122,7 @@ def test_kernel_rounds_like_torch_over_many_binades(dtype: torch.dtype, n: int, 
 
 
 @pytest.mark.usefixtures("interpreter")
-@pytest.mark.parametrize(("block_n", "block_k"), [(1, 8), (8, 64), (32, 512), (16, 128)])
+@pytest.mark.parametrize(("block_n", "block_k"), [(1, 8), (8, 64), (8, 256), (32, 512), (16, 128)])
 def test_partial_blocks_are_masked(block_n: int, block_k: int) -> None:
     # 24 rows and 96 inputs leave partial blocks in both directions for all but the smallest blocks.
     qtiles, pairs = spread_tensors(24, 96, 32, torch.bfloat16, seed=block_n + block_k)
