@@ -1,0 +1,61 @@
+"""The package as a whole: a cheap import, a consistent public surface, metadata that agrees with itself."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import awq_autoselect
+from awq_autoselect import errors
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_pulls_in_no_heavy_module() -> None:
+    code = (
+        "import json, sys, awq_autoselect; "
+        "print(json.dumps(sorted(m for m in ('torch', 'pynvml', 'awq', 'transformers', 'triton', 'safetensors') "
+        "if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_public_names_resolve_and_are_listed() -> None:
+    for name in awq_autoselect.__all__:
+        assert getattr(awq_autoselect, name) is not None, name
+    assert dir(awq_autoselect) == sorted(awq_autoselect.__all__)  # dir() sorts what __dir__ returns
+    for name in (
+        "detect_compute_capability",
+        "select_awq_version",
+        "load_quantized_auto",
+        "benchmark_versions",
+        "convert_checkpoint",
+        "make_synthetic_checkpoint",
+    ):
+        assert callable(getattr(awq_autoselect, name))
+
+
+def test_every_error_has_one_base_and_a_builtin() -> None:
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if issubclass(cls, Warning):
+            continue
+        assert issubclass(cls, errors.AwqAutoselectError), name
+        if cls is not errors.AwqAutoselectError:
+            builtin_bases = [
+                b for b in cls.__mro__ if b.__module__ == "builtins" and b not in (object, Exception, BaseException)
+            ]
+            assert builtin_bases, f"{name} should also subclass the builtin that fits"
+
+
+def test_version_matches_pyproject_and_typed_marker_ships() -> None:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is 3.11+; the package supports 3.10
+    version = re.search(r'^version = "([^"]+)"', text, flags=re.MULTILINE)
+    assert version is not None
+    assert version.group(1) == awq_autoselect.__version__
+    assert '"autoawq==0.2.9"' in text
+    assert (ROOT / "awq_autoselect" / "py.typed").is_file()
