@@ -41,10 +41,6 @@ EXIT_BAD_INPUT = 3
 EXIT_POISONED = 4
 
 
-class _UsageError(Exception):
-    pass
-
-
 def _split_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -61,7 +57,7 @@ def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Names
     except CudaContextPoisonedError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_POISONED
-    except (UnknownVersionError, InvalidCapabilityError, InvalidDeviceSpecError, _UsageError) as exc:
+    except (UnknownVersionError, InvalidCapabilityError, InvalidDeviceSpecError) as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
     except (CheckpointError, ConversionError) as exc:

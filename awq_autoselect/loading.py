@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from .catalogue import CATALOGUE, FailureStage, Kernel, Layout, parse_kernel
+from .catalogue import CATALOGUE, Kernel, Layout, parse_kernel
 from .checkpoint import CheckpointInfo, QuantizedLayer, read_checkpoint
 from .conversion import QUANTIZED_SUFFIXES, iter_tensors
 from .errors import (
@@ -42,6 +42,7 @@ from .errors import (
     CorruptCheckpointError,
     CudaContextPoisonedError,
     FallbackWarning,
+    InvalidDeviceSpecError,
     KernelFailedError,
     VersionUnavailableError,
 )
@@ -261,13 +262,9 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        from .errors import InvalidDeviceSpecError
-
         raise InvalidDeviceSpecError(f"device {device!r}: expected 'cuda', 'cuda:N' or 'cpu' ({exc})") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            from .errors import InvalidDeviceSpecError
-
             raise InvalidDeviceSpecError(
                 f"device {device!r}: CUDA is not available in this process (torch "
                 f"{torch.__version__}); use device='cpu'"
@@ -740,7 +737,7 @@ def load_quantized_auto(
                     FallbackWarning,
                     stacklevel=2,
                 )
-            if CATALOGUE[kernel].failure_stage is FailureStage.NEVER and kernel is Kernel.GEMM_TORCH:
+            if kernel is Kernel.GEMM_TORCH:
                 logger.info("using the slow torch dequantize path (gemm_torch) for %s", info.path)
             return LoadResult(model, report)
     raise KernelFailedError(
