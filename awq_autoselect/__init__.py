@@ -6,6 +6,7 @@ the functions that need them.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .benchmark import BenchmarkReport, benchmark_versions
 from .capability import ComputeCapability
 from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime
@@ -34,8 +35,6 @@ from .hardware import Detection, DetectionAttempt, DetectionSource, GPUInfo, det
 from .loading import Attempt, LoadReport, LoadResult, ProbeResult, load_dense_baseline, load_quantized_auto
 from .selection import Candidate, Selection, Workload, select_awq_version
 from .synthetic import make_synthetic_checkpoint
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CATALOGUE",

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias, Union
 
+from ._writing import write_file
 from .catalogue import parse_kernel
 from .checkpoint import CheckpointInfo, read_checkpoint
 from .errors import (
@@ -450,10 +451,13 @@ class BenchmarkReport:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_json` to ``path`` and return it."""
-        out = Path(path)
-        out.write_text(self.to_json(), encoding="utf-8")
-        return out
+        """Write :meth:`to_json` to ``path`` and return it.
+
+        Raises:
+            OutputPathError: ``path`` lies inside the benchmarked checkpoint, or exists and is not a benchmark
+                report (JSON of schema :data:`SCHEMA`), or cannot be written.
+        """
+        return write_file(path, self.to_json(), owned=_is_json_report, sources=[self.settings.path], what="--json")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, JSONValue]) -> BenchmarkReport:
@@ -543,10 +547,21 @@ class BenchmarkReport:
         return buffer.getvalue()
 
     def write_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_csv` to ``path`` and return it (read it back with :func:`read_csv`)."""
-        out = Path(path)
-        out.write_text(self.to_csv(), encoding="utf-8")
-        return out
+        """Write :meth:`to_csv` to ``path`` and return it (read it back with :func:`read_csv`).
+
+        Raises:
+            OutputPathError: as :meth:`write_json`, for a file that is not a benchmark CSV.
+        """
+        return write_file(path, self.to_csv(), owned=_is_csv_report, sources=[self.settings.path], what="--csv")
+
+    def write_markdown(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_markdown` to ``path``, after a first line that marks the file as a benchmark report.
+
+        Raises:
+            OutputPathError: as :meth:`write_json`, for a file that does not start with that line.
+        """
+        text = f"{MARKDOWN_MARKER}\n{self.to_markdown()}"
+        return write_file(path, text, owned=_is_markdown_report, sources=[self.settings.path], what="--markdown")
 
     # --- Markdown -----------------------------------------------------------------------------------------
 
@@ -592,6 +607,43 @@ class BenchmarkReport:
         if self.notes:
             lines += ["", *(f"- {_md(n)}" for n in self.notes)]
         return "\n".join(lines) + "\n"
+
+
+#: First line of a Markdown report file (:meth:`BenchmarkReport.write_markdown`): how an existing file is known
+#: to be ours, and so may be replaced.
+MARKDOWN_MARKER = "<!-- awq-autoselect benchmark report -->"
+_PLOT_SOFTWARE = "awq-autoselect benchmark plot"
+
+
+def _first_bytes(path: Path, count: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(count)
+    except OSError:
+        return b""
+
+
+def _is_json_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and str(data.get("schema", "")).startswith("awq-autoselect.bench/")
+
+
+def _is_csv_report(path: Path) -> bool:
+    header = ",".join(f.name for f in dataclasses.fields(BenchmarkRow)).encode()
+    return _first_bytes(path, len(header) + 2).splitlines()[:1] == [header]
+
+
+def _is_markdown_report(path: Path) -> bool:
+    return _first_bytes(path, len(MARKDOWN_MARKER) + 2).splitlines()[:1] == [MARKDOWN_MARKER.encode()]
+
+
+def _is_plot(path: Path) -> bool:
+    """A PNG whose ``Software`` text chunk says :func:`plot` drew it."""
+    head = _first_bytes(path, 4096)
+    return head.startswith(b"\x89PNG") and b"Software\x00" + _PLOT_SOFTWARE.encode() in head
 
 
 def _empty_row(result: VersionResult, batch_size: int) -> BenchmarkRow:
@@ -1772,7 +1824,7 @@ def _measure_copy_gbps(device: _Device) -> float | None:
 def _metadata(device: _Device, started: _dt.datetime, peak_override: float | None) -> RunMetadata:
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     gpu_name = capability = driver = None
     gpu_memory: int | None = None
@@ -2107,8 +2159,12 @@ def _run_sequential(runner: _Runner, states: Sequence[_Version], sizes: Sequence
 def plot(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
     """Draw median TPOT (bars, with p90 whiskers) and GPU kernel time per token per version and batch size.
 
+    Writes a PNG at ``path`` (an existing file there is replaced only if this function drew it).
+
     Raises:
         PlotUnavailableError: matplotlib is not installed (``pip install awq-autoselect[plot]``).
+        InvalidBenchmarkSettingsError: ``path`` does not end in ``.png``.
+        OutputPathError: ``path`` lies inside the checkpoint, exists and is not such a plot, or cannot be written.
     """
     try:
         from matplotlib.figure import Figure
@@ -2163,6 +2219,13 @@ def plot(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
     if rows:
         axes.legend(fontsize="small")
     figure.tight_layout()
-    out = Path(path)
-    figure.savefig(out)
-    return out
+    out = Path(os.fspath(path))
+    if out.suffix.lower() != ".png":
+        raise InvalidBenchmarkSettingsError(f"plot path {str(out)!r}: the plot is written as PNG; name it *.png")
+    return write_file(
+        out,
+        lambda target: figure.savefig(target, format="png", metadata={"Software": _PLOT_SOFTWARE}),
+        owned=_is_plot,
+        sources=[report.settings.path],
+        what="--plot",
+    )

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn, TextIO
 
 from .errors import (
@@ -355,11 +356,11 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         progress=None,
     )
     if args.json:
-        Path(args.json).write_text(report.to_json(), encoding="utf-8")
+        report.write_json(args.json)
     if args.csv:
-        Path(args.csv).write_text(report.to_csv(), encoding="utf-8")
+        report.write_csv(args.csv)
     if args.markdown:
-        Path(args.markdown).write_text(report.to_markdown(), encoding="utf-8")
+        report.write_markdown(args.markdown)
     if args.plot:
         plot(report, args.plot)
     out.write(report.to_markdown() + "\n")
@@ -502,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that writers remove their staging folders on the way out.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the CLI. Returns the exit code instead of exiting."""
     out = stdout if stdout is not None else sys.stdout
@@ -518,7 +524,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             format="%(levelname)s %(name)s: %(message)s",
         )
     func: Callable[[argparse.Namespace, TextIO], int] = args.func
-    return _run(func, args, out, err)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(func, args, out, err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def entrypoint() -> NoReturn:

@@ -11,15 +11,15 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._writing import staged_directory
 from .catalogue import Layout
 from .checkpoint import CheckpointInfo, QuantizedLayer, read_checkpoint
-from .errors import CheckpointError, ConversionError
+from .errors import ConversionError
 
 if TYPE_CHECKING:
     import torch
@@ -109,11 +109,17 @@ def convert_checkpoint(
     The result is a normal AutoAWQ checkpoint: ``config.json`` carries the new ``quantization_config.version``,
     weights are safetensors (sharded with an index when larger than ``max_shard_bytes``), and every other file
     (tokenizer, generation config, ...) is copied. Plain ``AutoAWQForCausalLM.from_quantized`` loads it. The
-    source directory is only read. The result is written to a temporary directory beside ``dst`` and renamed,
-    so a failure leaves no half-written checkpoint behind.
+    source directory is only read. The result is written to a staging directory beside ``dst`` and renamed, so a
+    failure (or an interrupt) leaves no half-written checkpoint behind.
+
+    ``dst`` must be new, empty, or a checkpoint awq_autoselect wrote (it carries ``.awq-autoselect.json``); with
+    ``overwrite=True`` such a checkpoint is replaced, and only the files it lists are deleted. Nothing that
+    awq_autoselect did not write is ever deleted or replaced.
 
     Raises:
-        CheckpointError: ``dst`` is the source, or exists and is not empty (pass ``overwrite=True``).
+        OutputPathError: ``dst`` is, contains or lies inside the source; is a file; is a non-empty
+            directory awq_autoselect did not write; is one it wrote but ``overwrite`` is false; or holds files
+            it did not write.
         ConversionError: the weights cannot be represented in ``to``.
         and every error of :func:`awq_autoselect.checkpoint.read_checkpoint` for a bad source.
     """
@@ -122,16 +128,9 @@ def convert_checkpoint(
     target = Layout(str(to).lower())
     info = read_checkpoint(src)
     out = Path(os.fspath(dst)).expanduser()
-    if out.resolve() == info.path.resolve():
-        raise CheckpointError(f"convert destination {str(out)!r} is the source checkpoint: choose a new directory")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise CheckpointError(
-            f"convert destination {str(out)!r} already exists and is not empty: choose another directory "
-            "or pass overwrite=True (--overwrite)"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(
+        out, kind="converted checkpoint", sources=[info.path], overwrite=overwrite, what="convert destination"
+    ) as staging:
         shards: list[dict[str, torch.Tensor]] = [{}]
         size = 0
         for name, tensor in iter_tensors(info, target):
@@ -163,11 +162,5 @@ def convert_checkpoint(
                 shutil.copy2(item, staging / item.name)
             elif item.is_dir():
                 shutil.copytree(item, staging / item.name)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("converted %s (%s) to %s (%s)", info.path, info.layout, out, target)
     return out

@@ -28,6 +28,7 @@ __all__ = [
     "NoCompatibleKernelError",
     "NotAwqCheckpointError",
     "OutputDirNotEmptyError",
+    "OutputPathError",
     "PlotUnavailableError",
     "StaticDecodeError",
     "SyntheticSpecError",
@@ -74,6 +75,12 @@ class UnsupportedModelTypeError(CheckpointError):
 
 class CorruptCheckpointError(CheckpointError):
     """A weights file is truncated, unreadable, or its tensors do not match the model's shapes."""
+
+
+class OutputPathError(CheckpointError, OSError):
+    """An output path cannot be used: writing there would delete, replace or change something awq_autoselect
+    did not write itself (the source, a folder of the user's, a file that is not one of our reports), or the
+    path cannot be written at all (a read-only file system, no permission, no space)."""
 
 
 class ConversionError(AwqAutoselectError, ValueError):
@@ -173,7 +180,7 @@ class SyntheticSpecError(AwqAutoselectError, ValueError):
     """An argument of :func:`make_synthetic_checkpoint` is invalid (unknown shape, layer count, device)."""
 
 
-class OutputDirNotEmptyError(AwqAutoselectError, FileExistsError):
+class OutputDirNotEmptyError(OutputPathError):
     """The output path of :func:`make_synthetic_checkpoint` is a file or a non-empty directory."""
 
 

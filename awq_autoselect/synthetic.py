@@ -53,6 +53,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
+from ._writing import staged_directory
 from .catalogue import Layout
 from .errors import OutputDirNotEmptyError, SyntheticSpecError, UnknownVersionError, UnsupportedQuantConfigError
 
@@ -570,24 +571,6 @@ def _resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputDirNotEmptyError(f"output path {str(out)!r} is a file: pass a new or empty directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputDirNotEmptyError(
-                f"output directory {str(out)!r} is not empty: pass an empty or new directory, or overwrite=True "
-                "to replace the checkpoint files in it"
-            )
-        # Only what a checkpoint consists of is removed; stale shards would otherwise be picked up by loaders.
-        stale = [*out.glob("*.safetensors"), out / "model.safetensors.index.json", out / "config.json"]
-        stale += [out / "generation_config.json", *(out / name for name in _TOKENIZER_FILES)]
-        for path in stale:
-            if path.is_file():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def make_synthetic_checkpoint(
     out: PathLike,
     *,
@@ -605,15 +588,15 @@ def make_synthetic_checkpoint(
     See the module docstring for what is written. A llama-2-7b checkpoint is about 3.9 GB.
 
     Args:
-        out: Directory to write; created if missing. Must be empty unless ``overwrite``.
+        out: Directory to write; created if missing. It must be new, empty, or a checkpoint awq_autoselect
+            wrote (``overwrite`` replaces one; nothing awq_autoselect did not write is ever deleted).
         shape: A name from :data:`SHAPES` (``tiny``, ``llama-2-7b``, ``llama-3-8b``) or a :class:`ModelShape`.
         version: Packed layout: ``gemm`` or ``gemv``.
         group_size: Quantization group size: 32, 64, 128, or -1 (one group per row; gemm only).
         seed: Seed of the ``torch.Generator`` every random number comes from.
         device: Where to draw and pack (``"cuda"`` is much faster for 7B shapes); ``None`` means the CPU. CPU and
             CUDA draw different random streams, so the same seed gives different (equally valid) weights.
-        overwrite: Replace the checkpoint files (weights, configs, tokenizer) of a non-empty ``out``; other
-            files there are left alone.
+        overwrite: Replace ``out`` when it holds a checkpoint awq_autoselect wrote (and nothing else).
         num_layers: Override the shape's number of decoder layers (e.g. 1 for a fast test at 7B width).
         max_shard_size: Largest shard in bytes; more weights than that are split into
             ``model-0000i-of-0000n.safetensors`` with ``model.safetensors.index.json``.
@@ -626,7 +609,8 @@ def make_synthetic_checkpoint(
         UnknownVersionError: ``version`` is not an AutoAWQ layout name.
         UnsupportedQuantConfigError: a layout other than gemm/gemv, or a group size that is unsupported or
             does not divide the layers' input sizes.
-        OutputDirNotEmptyError: ``out`` is a file, or a non-empty directory and ``overwrite`` is false.
+        OutputPathError: ``out`` is a file, a non-empty directory awq_autoselect did not write, one it wrote
+            while ``overwrite`` is false, or cannot be written.
     """
     import torch
 
@@ -637,16 +621,16 @@ def make_synthetic_checkpoint(
         raise SyntheticSpecError(f"max_shard_size={max_shard_size!r}: expected a positive number of bytes")
     dev = _resolve_device(device)
     root = Path(os.fspath(out)).expanduser()
-    _prepare_output(root, overwrite)
 
     start = time.perf_counter()
     plan = _plan(model, layout, group_size)
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
-    with torch.no_grad():
-        files = _write_weights(root, plan, _draw_all(model, layout, group_size, gen, dev), max_shard_size)
-    _write_tokenizer(root, model.vocab_size, model.max_position_embeddings)
-    _write_configs(root, model, layout, group_size)
+    with staged_directory(root, kind="synthetic checkpoint", overwrite=overwrite, what="output directory") as staging:
+        with torch.no_grad():
+            files = _write_weights(staging, plan, _draw_all(model, layout, group_size, gen, dev), max_shard_size)
+        _write_tokenizer(staging, model.vocab_size, model.max_position_embeddings)
+        _write_configs(staging, model, layout, group_size)
     logger.info(
         "synthetic %s checkpoint (%s, %d layers, g%d, seed %d) written to %s in %.1f s: %s",
         model.name,

@@ -25,10 +25,10 @@ from safetensors.torch import load_file
 
 from awq_autoselect import Layout, UnknownVersionError, UnsupportedQuantConfigError, formats
 from awq_autoselect.checkpoint import read_checkpoint
+from awq_autoselect.errors import OutputPathError
 from awq_autoselect.synthetic import (
     SHAPES,
     ModelShape,
-    OutputDirNotEmptyError,
     SyntheticSpecError,
     _write_tokenizer,
     make_synthetic_checkpoint,
@@ -346,24 +346,35 @@ def test_sharded_checkpoint_holds_the_same_tensors_and_loads_in_autoawq(
     assert torch.equal(sharded_logits, whole_logits)
 
 
-def test_refuses_a_non_empty_directory_unless_overwrite(tmp_path: Path) -> None:
+def test_refuses_a_non_empty_directory_it_did_not_write(tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     (out / "model-00001-of-00009.safetensors").write_bytes(b"stale")
-    with pytest.raises(OutputDirNotEmptyError, match=str(out)):
+    for overwrite in (False, True):
+        with pytest.raises(OutputPathError, match="not written by awq-autoselect"):
+            make_synthetic_checkpoint(out, shape="tiny", overwrite=overwrite)
+        assert sorted(p.name for p in out.iterdir()) == ["model-00001-of-00009.safetensors", "notes.txt"]
+        assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_its_own_checkpoint_only(tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    make_synthetic_checkpoint(out, shape="tiny", version="gemv")
+    with pytest.raises(OutputPathError, match="overwrite"):
         make_synthetic_checkpoint(out, shape="tiny")
-    assert sorted(p.name for p in out.iterdir()) == ["model-00001-of-00009.safetensors", "notes.txt"]
     make_synthetic_checkpoint(out, shape="tiny", overwrite=True)
-    assert not (out / "model-00001-of-00009.safetensors").exists()
-    assert (out / "notes.txt").read_text() == "keep me"
     assert read_checkpoint(out).layout is Layout.GEMM
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputPathError, match=r"notes\.txt"):
+        make_synthetic_checkpoint(out, shape="tiny", overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me"
 
 
 def test_refuses_a_file_and_accepts_an_empty_directory(tmp_path: Path) -> None:
     file = tmp_path / "file"
     file.write_text("x")
-    with pytest.raises(OutputDirNotEmptyError, match="is a file"):
+    with pytest.raises(OutputPathError, match="is a file"):
         make_synthetic_checkpoint(file, shape="tiny", overwrite=True)
     empty = tmp_path / "empty"
     empty.mkdir()
