@@ -1,92 +1,99 @@
 """awq_autoselect: which AutoAWQ kernel should this model use on this GPU, and does it actually work here?
 
-``import awq_autoselect`` is cheap: it imports neither torch, nor pynvml, nor awq. Those are imported inside
-the functions that need them.
+The four verbs and what they return are here; everything else is imported from its own module
+(``awq_autoselect.checkpoint``, ``.catalogue``, ``.environment``, ``.conversion``, ``.testing``, ``.errors``,
+...; docs/architecture.md lists them). ``import awq_autoselect`` is cheap: it imports neither torch, nor pynvml,
+nor awq. Those are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import warnings
+
 from ._version import __version__
-from .benchmark import BenchmarkReport, benchmark_versions
+from .bench import BenchmarkReport, benchmark_versions
 from .capability import ComputeCapability
-from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime
-from .checkpoint import CheckpointInfo, QuantConfig, read_checkpoint
-from .conversion import convert_checkpoint
-from .environment import Environment, ModuleState, ModuleStatus, probe_environment
-from .errors import (
-    AwqAutoselectError,
-    CheckpointError,
-    CheckpointNotFoundError,
-    ConversionError,
-    CorruptCheckpointError,
-    CudaContextPoisonedError,
-    FallbackWarning,
-    InvalidCapabilityError,
-    InvalidDeviceSpecError,
-    KernelFailedError,
-    NoCompatibleKernelError,
-    NotAwqCheckpointError,
-    UnknownVersionError,
-    UnsupportedModelTypeError,
-    UnsupportedQuantConfigError,
-    VersionUnavailableError,
-)
-from .hardware import Detection, DetectionAttempt, DetectionSource, GPUInfo, detect_compute_capability
-from .loading import Attempt, LoadReport, LoadResult, ProbeResult, load_dense_baseline, load_quantized_auto
-from .selection import Candidate, Selection, Workload, select_awq_version
-from .synthetic import make_synthetic_checkpoint
+from .catalogue import Kernel
+from .errors import AwqAutoselectError, FallbackWarning
+from .hardware import Detection, detect_compute_capability
+from .loading import LoadReport, LoadResult, load_quantized_auto
+from .selection import Selection, Workload, select_awq_version
 
 __all__ = [
-    "CATALOGUE",
-    "Attempt",
     "AwqAutoselectError",
     "BenchmarkReport",
-    "Candidate",
-    "CheckpointError",
-    "CheckpointInfo",
-    "CheckpointNotFoundError",
     "ComputeCapability",
-    "ConversionError",
-    "CorruptCheckpointError",
-    "CudaContextPoisonedError",
     "Detection",
-    "DetectionAttempt",
-    "DetectionSource",
-    "Environment",
     "FallbackWarning",
-    "GPUInfo",
-    "InvalidCapabilityError",
-    "InvalidDeviceSpecError",
     "Kernel",
-    "KernelFailedError",
-    "KernelSpec",
-    "Layout",
     "LoadReport",
     "LoadResult",
-    "ModuleState",
-    "ModuleStatus",
-    "NoCompatibleKernelError",
-    "NotAwqCheckpointError",
-    "ProbeResult",
-    "QuantConfig",
-    "Regime",
     "Selection",
-    "UnknownVersionError",
-    "UnsupportedModelTypeError",
-    "UnsupportedQuantConfigError",
-    "VersionUnavailableError",
     "Workload",
     "__version__",
     "benchmark_versions",
-    "convert_checkpoint",
     "detect_compute_capability",
-    "load_dense_baseline",
     "load_quantized_auto",
-    "make_synthetic_checkpoint",
-    "probe_environment",
-    "read_checkpoint",
     "select_awq_version",
 ]
+
+# A library logs; it never prints. Without this, Python's last-resort handler would print our warnings to stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+#: Top-level names of 0.1.0 that live in their own modules now: they still resolve here, with a
+#: DeprecationWarning, until 0.3.0 (CHANGELOG.md lists them).
+DEPRECATED_NAMES: dict[str, str] = {
+    "CATALOGUE": "catalogue",
+    "KernelSpec": "catalogue",
+    "Layout": "catalogue",
+    "Regime": "catalogue",
+    "CheckpointInfo": "checkpoint",
+    "QuantConfig": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "convert_checkpoint": "conversion",
+    "Environment": "environment",
+    "ModuleState": "environment",
+    "ModuleStatus": "environment",
+    "probe_environment": "environment",
+    "DetectionAttempt": "hardware",
+    "DetectionSource": "hardware",
+    "GPUInfo": "hardware",
+    "Attempt": "loading",
+    "ProbeResult": "loading",
+    "load_dense_baseline": "loading",
+    "Candidate": "selection",
+    "make_synthetic_checkpoint": "testing",
+    "CheckpointError": "errors",
+    "CheckpointNotFoundError": "errors",
+    "ConversionError": "errors",
+    "CorruptCheckpointError": "errors",
+    "CudaContextPoisonedError": "errors",
+    "InvalidCapabilityError": "errors",
+    "InvalidDeviceSpecError": "errors",
+    "KernelFailedError": "errors",
+    "NoCompatibleKernelError": "errors",
+    "NotAwqCheckpointError": "errors",
+    "UnknownVersionError": "errors",
+    "UnsupportedModelTypeError": "errors",
+    "UnsupportedQuantConfigError": "errors",
+    "VersionUnavailableError": "errors",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = DEPRECATED_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"awq_autoselect.{name} is deprecated: import it from awq_autoselect.{module} (removed in 0.3.0)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the errors module's own aliases warn too
+        return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 def __dir__() -> list[str]:

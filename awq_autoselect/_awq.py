@@ -1,4 +1,4 @@
-"""Import AutoAWQ without its import-time side effects leaking into the caller's process.
+"""AutoAWQ itself: importing it without side effects on the caller's process, and its model wrapper.
 
 ``import awq`` (0.2.9) calls ``warnings.simplefilter("default", DeprecationWarning)`` — replacing the
 caller's own warning configuration for every DeprecationWarning in the process — and then warns that AutoAWQ is
@@ -14,9 +14,12 @@ import logging
 import sys
 import warnings
 from types import ModuleType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-__all__ = ["import_awq"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["hf_model_of", "import_awq"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,3 +36,16 @@ def import_awq() -> ModuleType:
         first_line = next((line for line in str(item.message).splitlines() if line.strip()), "")
         logger.debug("silenced while importing awq: %s: %s", item.category.__name__, first_line)
     return cast(ModuleType, module)
+
+
+def hf_model_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model inside AutoAWQ's wrapper (``BaseAWQForCausalLM.model``), or ``model`` itself.
+
+    The wrapper's own ``forward`` only forwards; decoding, probing and benchmarking talk to the model inside.
+    """
+    from transformers import PreTrainedModel
+
+    inner = getattr(model, "model", None)
+    if not isinstance(model, PreTrainedModel) and isinstance(inner, PreTrainedModel):
+        return inner
+    return model

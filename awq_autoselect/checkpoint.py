@@ -22,8 +22,7 @@ from .errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     NotAwqCheckpointError,
-    UnsupportedModelTypeError,
-    UnsupportedQuantConfigError,
+    UnsupportedCheckpointError,
 )
 
 __all__ = [
@@ -127,7 +126,7 @@ class QuantConfig:
 
         Raises:
             NotAwqCheckpointError: ``quant_method`` is present and is not ``awq``.
-            UnsupportedQuantConfigError: bits other than 4, an unsupported group size, or an unknown version.
+            UnsupportedCheckpointError: bits other than 4, an unsupported group size, or an unknown version.
         """
         method = data.get("quant_method", "awq")
         if not isinstance(method, str) or method.lower() != "awq":
@@ -137,30 +136,30 @@ class QuantConfig:
             )
         bits = data.get("bits", data.get("w_bit", 4))
         if bits != 4 or isinstance(bits, bool):
-            raise UnsupportedQuantConfigError(
+            raise UnsupportedCheckpointError(
                 f"{where}: bits={bits!r}: AutoAWQ's kernels only run 4-bit weights; re-quantize with w_bit=4"
             )
         group = data.get("group_size", data.get("q_group_size", 128))
         if not isinstance(group, int) or isinstance(group, bool) or group not in SUPPORTED_GROUP_SIZES:
             sizes = ", ".join(str(g) for g in sorted(SUPPORTED_GROUP_SIZES))
-            raise UnsupportedQuantConfigError(
+            raise UnsupportedCheckpointError(
                 f"{where}: group_size={group!r} is not supported (expected one of {sizes}); "
                 "re-quantize with q_group_size=128, the size every AWQ kernel runs"
             )
         zero_point = data.get("zero_point", True)
         if not isinstance(zero_point, bool):
-            raise UnsupportedQuantConfigError(f"{where}: zero_point={zero_point!r} must be true or false")
+            raise UnsupportedCheckpointError(f"{where}: zero_point={zero_point!r} must be true or false")
         version = data.get("version", "gemm")
         try:
             layout = Layout(str(version).lower().replace("-", "_"))
         except ValueError:
             known = ", ".join(v.value for v in Layout)
-            raise UnsupportedQuantConfigError(
+            raise UnsupportedCheckpointError(
                 f"{where}: version={version!r} is not an AutoAWQ layout (expected one of {known})"
             ) from None
         not_convert = data.get("modules_to_not_convert") or ()
         if not isinstance(not_convert, (list, tuple)) or not all(isinstance(m, str) for m in not_convert):
-            raise UnsupportedQuantConfigError(f"{where}: modules_to_not_convert must be a list of names")
+            raise UnsupportedCheckpointError(f"{where}: modules_to_not_convert must be a list of names")
         return cls(
             bits=4, group_size=group, zero_point=zero_point, layout=layout, modules_to_not_convert=tuple(not_convert)
         )
@@ -357,7 +356,7 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
         )
     group = quant.group_size_for(in_features)
     if in_features % group:
-        raise UnsupportedQuantConfigError(
+        raise UnsupportedCheckpointError(
             f"{where}: group_size {quant.group_size} does not divide in_features {in_features}"
         )
     if layout is Layout.GEMM and scales.shape[0] != in_features // group:
@@ -383,8 +382,8 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
         CheckpointNotFoundError: the path, its config.json or a weights shard does not exist.
         CheckpointError: the path is a file, or holds only pickle weights.
         NotAwqCheckpointError: config.json has no AWQ ``quantization_config``.
-        UnsupportedQuantConfigError: bits, group size or version nothing here can run.
-        UnsupportedModelTypeError: ``model_type`` is not one AutoAWQ 0.2.9 supports.
+        UnsupportedCheckpointError: bits, group size or version nothing here can run.
+        UnsupportedCheckpointError: ``model_type`` is not one AutoAWQ 0.2.9 supports.
         CorruptCheckpointError: unreadable JSON, a truncated weights file, or tensors that do not fit.
     """
     root = Path(os.fspath(path)).expanduser()
@@ -426,7 +425,7 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
     if not isinstance(model_type, str):
         raise CorruptCheckpointError(f"{config_file}: no model_type")
     if check_model_type and model_type not in AUTOAWQ_MODEL_TYPES:
-        raise UnsupportedModelTypeError(
+        raise UnsupportedCheckpointError(
             f"{config_file}: model_type {model_type!r} is not supported by AutoAWQ 0.2.9 (it supports "
             f"{', '.join(sorted(AUTOAWQ_MODEL_TYPES))})"
         )

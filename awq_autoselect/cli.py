@@ -21,19 +21,25 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
 from .errors import (
-    CheckpointError,
-    ConversionError,
+    AwqAutoselectError,
     CudaContextPoisonedError,
     FallbackWarning,
-    InvalidCapabilityError,
-    InvalidDeviceSpecError,
-    KernelFailedError,
-    NoCompatibleKernelError,
-    UnknownVersionError,
-    VersionUnavailableError,
+    InputError,
+    InvalidArgumentError,
+    KernelError,
 )
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_POISONED", "EXIT_USAGE", "entrypoint", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_POISONED",
+    "EXIT_USAGE",
+    "entrypoint",
+    "exit_code",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,21 +57,45 @@ def _emit_json(data: object, out: TextIO) -> None:
     out.write("\n")
 
 
+#: Every error base and its exit code; the most specific base that matches wins (they do not overlap).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (CudaContextPoisonedError, EXIT_POISONED),
+    (InvalidArgumentError, EXIT_USAGE),
+    (InputError, EXIT_BAD_INPUT),
+    (KernelError, EXIT_FAILED),
+)
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code for an exception: by its base (:data:`EXIT_CODES`), 1 for anything else."""
+    for base, code in EXIT_CODES:
+        if isinstance(error, base):
+            return code
+    return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run a command, mapping the library's errors to exit codes and one-line messages on ``err``."""
+    """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback."""
     try:
         return func(args, out)
-    except CudaContextPoisonedError as exc:
-        err.write(f"error: {exc}\n")
-        return EXIT_POISONED
-    except (UnknownVersionError, InvalidCapabilityError, InvalidDeviceSpecError) as exc:
-        err.write(f"error: {exc}\n")
-        return EXIT_USAGE
-    except (CheckpointError, ConversionError) as exc:
-        err.write(f"error: {exc}\n")
-        return EXIT_BAD_INPUT
-    except (NoCompatibleKernelError, KernelFailedError, VersionUnavailableError) as exc:
-        err.write(f"error: {exc}\n")
+    except AwqAutoselectError as exc:
+        lines = str(exc).splitlines()
+        err.write(f"error: {lines[0] if lines else type(exc).__name__}\n")
+        for line in lines[1:]:  # a multi-line reason list (no kernel fits) is detail, indented
+            err.write(f"  {line.strip()}\n")
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        err.write("error: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug or an environment failure we did not foresee: still one line
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        err.write(
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))[:500]} (run with -vv for the traceback)\n"
+        )
         return EXIT_FAILED
 
 
@@ -198,7 +228,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     env = probe_environment(refresh=True)
     checkpoint = args.checkpoint
     if args.demo is not None and checkpoint is None:
-        from .synthetic import make_synthetic_checkpoint
+        from .testing import make_synthetic_checkpoint
 
         checkpoint = str(make_synthetic_checkpoint(args.demo, shape="tiny", version="gemv", overwrite=True))
     from .checkpoint import QuantConfig
@@ -335,7 +365,7 @@ def _cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from .benchmark import benchmark_versions, plot
+    from .bench import benchmark_versions, plot
 
     batch_sizes = tuple(int(b) for b in _split_list(args.batch_size)) if args.batch_size else (1,)
     report = benchmark_versions(
@@ -368,7 +398,7 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_make_synthetic(args: argparse.Namespace, out: TextIO) -> int:
-    from .synthetic import make_synthetic_checkpoint
+    from .testing import make_synthetic_checkpoint
 
     path = make_synthetic_checkpoint(
         args.out,

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .catalogue import CATALOGUE, Kernel, parse_kernel
-from .errors import UnknownModuleError
+from .errors import InvalidArgumentError
 
 __all__ = [
     "AUTOAWQ_KERNELS_BUILDS",
@@ -47,7 +47,6 @@ __all__ = [
     "Environment",
     "ModuleState",
     "ModuleStatus",
-    "UnknownModuleError",
     "probe_environment",
 ]
 
@@ -188,12 +187,12 @@ class Environment:
         """The status of one module of :data:`KNOWN_MODULES`.
 
         Raises:
-            UnknownModuleError: ``name`` is not one of :data:`KNOWN_MODULES`.
+            InvalidArgumentError: ``name`` is not one of :data:`KNOWN_MODULES`.
         """
         try:
             return self.modules[name]
         except KeyError:
-            raise UnknownModuleError(
+            raise InvalidArgumentError(
                 f"module {name!r} is not probed: expected one of {', '.join(KNOWN_MODULES)}"
             ) from None
 
@@ -201,7 +200,7 @@ class Environment:
         """Whether module ``name`` imports and is usable here.
 
         Raises:
-            UnknownModuleError: ``name`` is not one of :data:`KNOWN_MODULES`.
+            InvalidArgumentError: ``name`` is not one of :data:`KNOWN_MODULES`.
         """
         return self.module(name).ok
 
@@ -285,7 +284,7 @@ class Environment:
 
         Raises:
             UnknownVersionError: a kernel name is not in the catalogue.
-            UnknownModuleError: a module name is not one of :data:`KNOWN_MODULES`.
+            InvalidArgumentError: a module name is not one of :data:`KNOWN_MODULES`.
         """
         chosen = list(CATALOGUE) if kernels is None else [parse_kernel(k) for k in kernels]
         wanted: set[str] = set()
@@ -297,7 +296,7 @@ class Environment:
                 wanted.add(INT4_MODULE)
         for name in modules:
             if name not in KNOWN_MODULES:
-                raise UnknownModuleError(
+                raise InvalidArgumentError(
                     f"module {name!r} cannot be assumed: expected one of {', '.join(KNOWN_MODULES)}"
                 )
             wanted.add(name)

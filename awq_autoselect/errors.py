@@ -1,15 +1,36 @@
-"""Every exception and warning class awq_autoselect raises.
+"""Every exception and warning class awq_autoselect raises, under one root and four bases.
 
-Each error subclasses :class:`AwqAutoselectError` and, where one fits, the builtin that callers would catch
-anyway (``ValueError`` for bad input, ``FileNotFoundError`` for a missing path, ``RuntimeError`` for a kernel
-that fails at run time). Messages name the input, say what was expected and what to do.
+=============================  ==========================================================  =========  =========
+base                           what went wrong                                             builtin    CLI exit
+=============================  ==========================================================  =========  =========
+:class:`InvalidArgumentError`  an argument's value: a version name, a capability, a        ValueError 2
+                               device, a count out of range, a missing optional package
+:class:`InputError`            a file or folder: a checkpoint that is missing, not AWQ,    ValueError 3
+                               unsupported or corrupt; an impossible conversion; an
+                               output path that would destroy data or cannot be written
+:class:`KernelError`           nothing could run: no kernel fits, the one asked for        Runtime-   1
+                               cannot run here, or every kernel tried failed               Error
+:class:`CudaContextPoisonedError`  a kernel broke this process's CUDA context              Runtime-   4
+                                                                                           Error
+=============================  ==========================================================  =========  =========
 
-"No GPU" is not an error: detection returns an empty result with reasons.
+Each subclass also inherits the builtin a caller would catch anyway (``FileNotFoundError`` for a missing
+checkpoint, ``OSError`` for an unwritable output, ``ImportError`` for a missing optional package). Messages name
+the input, say what was expected and what to do. "No GPU" is not an error: detection returns a result with
+reasons.
+
+Names of 0.1.0 that became one of the classes below still resolve for one release, with a DeprecationWarning
+(see :data:`DEPRECATED`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .loading.records import Attempt
 
 __all__ = [
     "AwqAutoselectError",
@@ -19,41 +40,59 @@ __all__ = [
     "CorruptCheckpointError",
     "CudaContextPoisonedError",
     "FallbackWarning",
-    "InvalidBenchmarkSettingsError",
+    "InputError",
+    "InvalidArgumentError",
     "InvalidCapabilityError",
     "InvalidDeviceSpecError",
     "InvalidReportError",
-    "InvalidWorkloadError",
+    "KernelError",
     "KernelFailedError",
+    "MissingDependencyError",
     "NoCompatibleKernelError",
     "NotAwqCheckpointError",
-    "OutputDirNotEmptyError",
     "OutputPathError",
-    "PlotUnavailableError",
-    "StaticDecodeError",
-    "SyntheticSpecError",
-    "TorchInt4InputError",
-    "TritonUnavailableError",
-    "UnknownModuleError",
     "UnknownVersionError",
-    "UnsupportedModelTypeError",
-    "UnsupportedQuantConfigError",
+    "UnsupportedCheckpointError",
     "VersionUnavailableError",
 ]
 
 
-def __dir__() -> list[str]:
-    return __all__
-
-
 class AwqAutoselectError(Exception):
-    """Base class of every error raised by awq_autoselect."""
+    """Root of every error raised by awq_autoselect."""
 
 
-# --- bad input: a checkpoint ------------------------------------------------------------------------------
+# --- 1. a bad argument (exit 2) ----------------------------------------------------------------------------
 
 
-class CheckpointError(AwqAutoselectError, ValueError):
+class InvalidArgumentError(AwqAutoselectError, ValueError):
+    """An argument's value cannot be used: out of range, malformed, or naming something that does not exist."""
+
+
+class UnknownVersionError(InvalidArgumentError):
+    """A kernel version name that awq_autoselect does not know."""
+
+
+class InvalidCapabilityError(InvalidArgumentError):
+    """A compute capability that cannot be parsed (expected e.g. ``8.6``, ``"8.6"`` or ``(8, 6)``)."""
+
+
+class InvalidDeviceSpecError(InvalidArgumentError):
+    """A malformed ``CUDA_VISIBLE_DEVICES`` entry or device argument, or a device this process does not have."""
+
+
+class MissingDependencyError(InvalidArgumentError, ImportError):
+    """An option needs an optional package that is not installed (matplotlib for plots, triton for
+    ``backend="triton"``). The message names the package and how to install it."""
+
+
+# --- 2. a bad input file or folder (exit 3) ----------------------------------------------------------------
+
+
+class InputError(AwqAutoselectError, ValueError):
+    """A file or folder given as input or output cannot be used."""
+
+
+class CheckpointError(InputError):
     """A checkpoint directory cannot be used. Subclasses say why."""
 
 
@@ -65,55 +104,45 @@ class NotAwqCheckpointError(CheckpointError):
     """The directory is a model, but not one quantized by AutoAWQ (no ``quantization_config`` with awq)."""
 
 
-class UnsupportedQuantConfigError(CheckpointError):
-    """The checkpoint's quantization config is AWQ but uses bits, group size or layout nothing here supports."""
-
-
-class UnsupportedModelTypeError(CheckpointError):
-    """The model type in config.json is not one AutoAWQ 0.2.9 can load."""
+class UnsupportedCheckpointError(CheckpointError):
+    """An AWQ checkpoint nothing here can run: its bits, group size or layout, its model type, or a model type
+    that needs another transformers version (the message names the versions that work)."""
 
 
 class CorruptCheckpointError(CheckpointError):
-    """A weights file is truncated, unreadable, or its tensors do not match the model's shapes."""
+    """A weights file is truncated or unreadable, its tensors do not fit the model, or they hold NaN or inf."""
 
 
-class OutputPathError(CheckpointError, OSError):
-    """An output path cannot be used: writing there would delete, replace or change something awq_autoselect
-    did not write itself (the source, a folder of the user's, a file that is not one of our reports), or the
-    path cannot be written at all (a read-only file system, no permission, no space)."""
-
-
-class ConversionError(AwqAutoselectError, ValueError):
+class ConversionError(InputError):
     """A packed layout cannot be converted to the requested one (e.g. asymmetric weights to Marlin)."""
 
 
-# --- bad input: names and values ---------------------------------------------------------------------------
+class OutputPathError(InputError, OSError):
+    """An output path cannot be used: writing there would delete, replace or change something awq_autoselect
+    did not write itself (the source, a folder of the user's, a file that is not one of our reports), or the path
+    cannot be written at all (a read-only file system, no permission, no space)."""
 
 
-class UnknownVersionError(AwqAutoselectError, ValueError):
-    """A kernel version name that awq_autoselect does not know."""
+class InvalidReportError(InputError):
+    """A JSON or CSV file is not a benchmark report of this version's schema."""
 
 
-class InvalidCapabilityError(AwqAutoselectError, ValueError):
-    """A compute capability that cannot be parsed (expected e.g. ``8.6``, ``"8.6"`` or ``(8, 6)``)."""
+# --- 3. no kernel could run (exit 1) -----------------------------------------------------------------------
 
 
-class InvalidDeviceSpecError(AwqAutoselectError, ValueError):
-    """A malformed ``CUDA_VISIBLE_DEVICES`` entry or device argument."""
+class KernelError(AwqAutoselectError, RuntimeError):
+    """No kernel version could run: none fits, the one asked for cannot run here, or every one tried failed."""
 
 
-# --- selection ---------------------------------------------------------------------------------------------
-
-
-class NoCompatibleKernelError(AwqAutoselectError, RuntimeError):
+class NoCompatibleKernelError(KernelError):
     """No kernel version can run this checkpoint here. ``reasons`` maps every candidate to why it was rejected."""
 
-    def __init__(self, message: str, reasons: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, message: str, reasons: Mapping[str, tuple[str, ...]]) -> None:
         super().__init__(message)
-        self.reasons = reasons
+        self.reasons: Mapping[str, tuple[str, ...]] = dict(reasons)
 
 
-class VersionUnavailableError(AwqAutoselectError, RuntimeError):
+class VersionUnavailableError(KernelError):
     """A version the caller named explicitly cannot run here (and fallback was not allowed)."""
 
     def __init__(self, message: str, version: str, reasons: tuple[str, ...]) -> None:
@@ -122,74 +151,59 @@ class VersionUnavailableError(AwqAutoselectError, RuntimeError):
         self.reasons = reasons
 
 
-# --- loading -----------------------------------------------------------------------------------------------
+class KernelFailedError(KernelError):
+    """Every candidate kernel failed to load or to pass the probe. ``attempts`` lists each one, in order."""
 
-
-class KernelFailedError(AwqAutoselectError, RuntimeError):
-    """Every candidate kernel failed to load or to pass the probe. ``attempts`` lists each failure."""
-
-    def __init__(self, message: str, attempts: Sequence[object] = ()) -> None:
+    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
         super().__init__(message)
-        self.attempts = tuple(attempts)
+        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+
+
+# --- 4. the CUDA context is gone (exit 4) ------------------------------------------------------------------
 
 
 class CudaContextPoisonedError(AwqAutoselectError, RuntimeError):
     """A CUDA error (e.g. an illegal memory access) left this process's CUDA context unusable.
 
-    Nothing more can run on the GPU in this process. Probe in a fresh process instead, e.g.
-    ``awq-autoselect load PATH --version gemm``, and pass the working version to ``load_quantized_auto``.
+    Nothing more can run on the GPU in this process. Start a new process; ``awq-autoselect tune PATH`` measures
+    every kernel in child processes, so the next load avoids the one that crashed.
     """
-
-
-# --- errors specific to one feature ----------------------------------------------------------------------
-
-
-class InvalidBenchmarkSettingsError(AwqAutoselectError, ValueError):
-    """An argument of :func:`benchmark_versions` is out of range (e.g. ``repeats=0``, ``new_tokens=1``)."""
-
-
-class InvalidReportError(AwqAutoselectError, ValueError):
-    """A JSON or CSV file is not a benchmark report of schema :data:`SCHEMA`."""
-
-
-class PlotUnavailableError(AwqAutoselectError, ImportError):
-    """:func:`plot` needs matplotlib, which is not installed."""
-
-
-class UnknownModuleError(AwqAutoselectError, KeyError):
-    """A module name that the environment probe does not report on."""
-
-    def __str__(self) -> str:
-        # KeyError's str() is the repr of its argument; show the message as written.
-        return str(self.args[0]) if self.args else ""
-
-
-class InvalidWorkloadError(AwqAutoselectError, ValueError):
-    """A workload with a non-positive batch size or token count."""
-
-
-class TorchInt4InputError(AwqAutoselectError, ValueError):
-    """An input to :class:`TorchInt4Linear` whose last dimension is not the layer's ``in_features``."""
-
-
-class StaticDecodeError(AwqAutoselectError, ValueError):
-    """A request the static-cache decoder cannot serve: wrong shapes, a full cache, a model without a cache."""
-
-
-class SyntheticSpecError(AwqAutoselectError, ValueError):
-    """An argument of :func:`make_synthetic_checkpoint` is invalid (unknown shape, layer count, device)."""
-
-
-class OutputDirNotEmptyError(OutputPathError):
-    """The output path of :func:`make_synthetic_checkpoint` is a file or a non-empty directory."""
-
-
-class TritonUnavailableError(AwqAutoselectError, ImportError):
-    """``backend="triton"`` was asked for, but triton does not import here."""
 
 
 # --- warnings ----------------------------------------------------------------------------------------------
 
 
 class FallbackWarning(UserWarning):
-    """A slower or different kernel was used than the one requested or preferred. The message says why."""
+    """A slower or different path was taken than the one requested or preferred. The message says why."""
+
+
+#: 0.1.0 names that were merged into the classes above; they resolve, with a DeprecationWarning, until 0.3.0.
+DEPRECATED: Mapping[str, type[Exception]] = {
+    "InvalidBenchmarkSettingsError": InvalidArgumentError,
+    "InvalidWorkloadError": InvalidArgumentError,
+    "StaticDecodeError": InvalidArgumentError,
+    "SyntheticSpecError": InvalidArgumentError,
+    "TorchInt4InputError": InvalidArgumentError,
+    "UnknownModuleError": InvalidArgumentError,
+    "PlotUnavailableError": MissingDependencyError,
+    "TritonUnavailableError": MissingDependencyError,
+    "UnsupportedModelTypeError": UnsupportedCheckpointError,
+    "UnsupportedQuantConfigError": UnsupportedCheckpointError,
+    "OutputDirNotEmptyError": OutputPathError,
+}
+
+
+def __getattr__(name: str) -> type[Exception]:
+    replacement = DEPRECATED.get(name)
+    if replacement is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"awq_autoselect.errors.{name} is deprecated: it is {replacement.__name__} since 0.2.0",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return replacement
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

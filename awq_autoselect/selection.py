@@ -27,12 +27,11 @@ from .capability import CapabilityLike, ComputeCapability
 from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kernel
 from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
 from .environment import INT4_OPS, INT4_OPS_CPU, Environment, probe_environment
-from .errors import InvalidDeviceSpecError, InvalidWorkloadError, NoCompatibleKernelError, VersionUnavailableError
+from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
 
 __all__ = [
     "BATCH_THRESHOLD",
     "Candidate",
-    "InvalidWorkloadError",
     "Selection",
     "Workload",
     "layout_conversion",
@@ -63,7 +62,7 @@ class Workload:
     ``prefill`` when the prompt is longer than the output, else ``decode``.
 
     Raises:
-        InvalidWorkloadError: ``batch_size`` or ``prompt_tokens`` below 1, or ``new_tokens`` below 0.
+        InvalidArgumentError: ``batch_size`` or ``prompt_tokens`` below 1, or ``new_tokens`` below 0.
     """
 
     batch_size: int = 1
@@ -74,7 +73,7 @@ class Workload:
         for name, minimum in (("batch_size", 1), ("prompt_tokens", 1), ("new_tokens", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise InvalidWorkloadError(f"workload {name}={value!r}: expected an integer >= {minimum}")
+                raise InvalidArgumentError(f"workload {name}={value!r}: expected an integer >= {minimum}")
 
     @property
     def regime(self) -> Regime:
@@ -548,7 +547,7 @@ def select_awq_version(
         NoCompatibleKernelError: no kernel at all can run this checkpoint here (``reasons`` has every one's).
         InvalidCapabilityError: ``capability`` cannot be parsed.
         InvalidDeviceSpecError: ``device`` is malformed, or names a GPU index this process does not see.
-        InvalidWorkloadError: a workload size is out of range.
+        InvalidArgumentError: a workload size is out of range.
         CheckpointError: (and subclasses) the checkpoint path or config is not a usable AWQ checkpoint.
     """
     requested: Kernel | None = None

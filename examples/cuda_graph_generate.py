@@ -12,7 +12,7 @@ import sys
 import torch
 
 from awq_autoselect import load_quantized_auto
-from awq_autoselect.cudagraph import StaticDecoder, generate_with_cuda_graph
+from awq_autoselect.decode.static import StaticDecoder, generate_with_cuda_graph
 
 
 def main(path: str) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from awq_autoselect import Environment, Workload, select_awq_version
+from awq_autoselect import Workload, select_awq_version
+from awq_autoselect.environment import Environment
 
 
 def main(path: str | None) -> int:

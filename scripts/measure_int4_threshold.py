@@ -2,7 +2,7 @@
 
 tinygemm (``aten._weight_int4pack_mm``) re-reads the 4-bit weights for every 16 rows, so its time grows with
 the rows; the dense path pays a fixed dequantization (0.5 -> 2 bytes per weight) and then cuBLAS. This script
-times both, as :class:`awq_autoselect._torch_int4.TorchInt4Linear` runs them, on the GPU:
+times both, as :class:`awq_autoselect.kernels.torch_int4.TorchInt4Linear` runs them, on the GPU:
 
 - paths: ``tinygemm`` (dense_threshold never reached), ``dense`` (dequantize on every call, the default dense
   path), ``dense_cached`` (``cache_dense=True``: a bf16 weight kept, i.e. plain cuBLAS);
@@ -12,7 +12,7 @@ times both, as :class:`awq_autoselect._torch_int4.TorchInt4Linear` runs them, on
   times eager calls instead), each replay running one call per weight set, with enough distinct weight sets
   that they do not fit in L2 (``--l2-mib``); median and p20/p80 of ``--reps`` replays, after warm-up.
 
-It also times the dense path's dequantization alone (``awq_autoselect._int4_dequant``: the Triton kernel, a
+It also times the dense path's dequantization alone (``awq_autoselect.kernels.int4_dequant``: the Triton kernel, a
 sweep of its block sizes with ``--dequant-configs``, and the torch version), per call and as bandwidth: the
 bytes it must move (0.5 byte/weight read, 2 written, plus the scales) over the time.
 
@@ -47,19 +47,19 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from awq_autoselect import formats  # noqa: E402 - after the path set-up for a plain checkout
-from awq_autoselect._int4_dequant import (  # noqa: E402
+from awq_autoselect.kernels.int4_dequant import (  # noqa: E402
     dequantize_tiles,
     dequantize_tiles_triton,
     triton_failure,
 )
-from awq_autoselect._torch_int4 import TorchInt4Linear  # noqa: E402
+from awq_autoselect.kernels.torch_int4 import TorchInt4Linear  # noqa: E402
 
 SCHEMA_VERSION = 2  # 2: dequantization timings ("dequant") and the dense path's dequantization backend
 DEFAULT_SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (4096, 12288))
 DEFAULT_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 PATHS = ("tinygemm", "dense", "dense_cached")
 # Triton block configurations (rows x inputs x warps) timed for the dequantization; the first is the one the
-# module runs (awq_autoselect._int4_dequant defaults).
+# module runs (awq_autoselect.kernels.int4_dequant defaults).
 DEFAULT_DEQUANT_CONFIGS = "8x256x4,16x256x4,32x256x4,16x512x4,16x128x4,32x512x8,64x256x8"
 # One Llama-7B decoder layer: (K, N) -> how many such matmuls.
 LLAMA_LAYER = {(4096, 4096): 4, (4096, 11008): 2, (11008, 4096): 1}

@@ -156,7 +156,7 @@ def test_make_synthetic_bench_and_report(tmp_path: Path) -> None:
     assert code == EXIT_OK
     assert "| gemv |" in out
     assert "unavailable" in out
-    from awq_autoselect.benchmark import BenchmarkReport
+    from awq_autoselect.bench import BenchmarkReport
 
     loaded = BenchmarkReport.read_json(report)
     assert [r.version for r in loaded.results] == ["gemv", "torch_int4"]

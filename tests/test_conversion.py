@@ -11,7 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from awq_autoselect import CheckpointError, ConversionError, Layout, convert_checkpoint, read_checkpoint
+from awq_autoselect.catalogue import Layout
+from awq_autoselect.checkpoint import read_checkpoint
+from awq_autoselect.conversion import convert_checkpoint
+from awq_autoselect.errors import ConversionError, OutputPathError
 from awq_autoselect.loading import load_quantized_auto
 from tests.conftest import QuantizedFactory
 
@@ -93,10 +96,10 @@ def test_refuses_existing_destination_and_the_source(quantized: QuantizedFactory
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    with pytest.raises(CheckpointError, match="not empty"):
+    with pytest.raises(OutputPathError, match="not empty"):
         convert_checkpoint(src, busy, "gemv")
     assert (busy / "keep.txt").read_text() == "mine"
-    with pytest.raises(CheckpointError, match="is the source"):
+    with pytest.raises(OutputPathError, match="is the source"):
         convert_checkpoint(src, src, "gemv")
 
 

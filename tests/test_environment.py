@@ -22,14 +22,13 @@ from awq_autoselect.environment import (
     Environment,
     ModuleState,
     ModuleStatus,
-    UnknownModuleError,
     _classify_import_error,
     _probe_module,
     _probe_torch,
     _TorchInfo,
     probe_environment,
 )
-from awq_autoselect.errors import AwqAutoselectError, UnknownVersionError
+from awq_autoselect.errors import AwqAutoselectError, InvalidArgumentError, UnknownVersionError
 
 # --- the real probe of this machine -----------------------------------------------------------------------
 
@@ -400,15 +399,15 @@ def test_assume_int4_follows_torch_version(torch_version: str, named: bool, ok: 
 def test_assume_rejects_unknown_names() -> None:
     with pytest.raises(UnknownVersionError, match="gemx"):
         Environment.assume(["gemx"])
-    with pytest.raises(UnknownModuleError, match="cuda_ext"):
+    with pytest.raises(InvalidArgumentError, match="cuda_ext"):
         Environment.assume([], modules=["cuda_ext"])
 
 
 def test_module_lookup_errors() -> None:
     env = Environment.assume([])
-    with pytest.raises(UnknownModuleError) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         env.module("awq")
-    assert isinstance(caught.value, KeyError)
+    assert isinstance(caught.value, ValueError)
     assert isinstance(caught.value, AwqAutoselectError)
     assert str(caught.value).startswith("module 'awq' is not probed: expected one of awq_ext")
 

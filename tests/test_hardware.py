@@ -32,7 +32,9 @@ from awq_autoselect.hardware import (
     DeviceIdKind,
     detect_compute_capability,
     parse_cuda_visible_devices,
+    smi,
 )
+from awq_autoselect.hardware import detect as detect_module
 
 GIB = 1024**3
 REPO = Path(__file__).resolve().parents[1]
@@ -350,9 +352,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     empty = tmp_path / "empty-path"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    hardware._clear_cache()
+    detect_module.clear_cache()
     yield
-    hardware._clear_cache()
+    detect_module.clear_cache()
 
 
 def use_machine(monkeypatch: pytest.MonkeyPatch, machine: Machine) -> Machine:
@@ -829,7 +831,7 @@ def test_nvidia_smi_failure_is_a_reason(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_nvidia_smi_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     use_machine(monkeypatch, Machine([], init_error="DriverNotLoaded"))
     install_smi(tmp_path, monkeypatch, single_h100(), hang=True)
-    monkeypatch.setattr(hardware, "NVIDIA_SMI_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(smi, "NVIDIA_SMI_TIMEOUT_S", 0.3)
     detection = detect(monkeypatch)
     assert not detection
     assert "did not answer within 0.3 s" in detection.attempts[-1].detail
@@ -880,7 +882,7 @@ def test_failure_is_not_cached_for_long(monkeypatch: pytest.MonkeyPatch) -> None
     assert not failed
     assert detect_compute_capability(use_torch=False) is failed  # reused for a moment ...
     assert broken.inits == 1
-    monkeypatch.setattr(hardware, "FAILURE_TTL_S", 0.0)  # ... but not once FAILURE_TTL_S has passed
+    monkeypatch.setattr(detect_module, "FAILURE_TTL_S", 0.0)  # ... but not once FAILURE_TTL_S has passed
     working = use_machine(monkeypatch, single_h100())  # the driver came up
     found = detect_compute_capability(use_torch=False)
     assert found.capability == (9, 0)

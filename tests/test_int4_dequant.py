@@ -1,4 +1,4 @@
-"""The Triton int4 dequantization (awq_autoselect._int4_dequant) against the torch version, bit for bit.
+"""The Triton int4 dequantization (awq_autoselect.kernels.int4_dequant) against the torch version, bit for bit.
 
 On CPU the kernel runs under Triton's interpreter (``TRITON_INTERPRET=1``, read when the kernel is decorated, so
 a test sets it and the module decorates a separate interpreted kernel); the weights come from the real
@@ -15,16 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-from awq_autoselect import _int4_dequant, _torch_int4
-from awq_autoselect._int4_dequant import (
-    TritonUnavailableError,
+from awq_autoselect.errors import ConversionError, MissingDependencyError
+from awq_autoselect.kernels import int4_dequant as _int4_dequant
+from awq_autoselect.kernels import torch_int4 as _torch_int4
+from awq_autoselect.kernels.int4_dequant import (
     dequantize_tiles,
     dequantize_tiles_torch,
     dequantize_tiles_triton,
     triton_failure,
 )
-from awq_autoselect._torch_int4 import TorchInt4Linear, inner_k_tiles_for, pack_tiles
-from awq_autoselect.errors import ConversionError
+from awq_autoselect.kernels.torch_int4 import TorchInt4Linear, inner_k_tiles_for, pack_tiles
 from tests.test_torch_int4 import ops_called, random_weight
 
 # (out_features, in_features, group_size): every innerKTiles (8: K % 128 == 0, 4: K % 64, 2: K % 32) with every
@@ -254,7 +254,7 @@ def test_backend_triton_without_triton_says_how_to_get_it(
     monkeypatch.setattr(_int4_dequant, "triton", None)
     monkeypatch.setattr(_int4_dequant, "_TRITON_IMPORT_ERROR", "triton does not import (ModuleNotFoundError: x)")
     qtiles, pairs = module_tensors(16, 256, 128)
-    with pytest.raises(TritonUnavailableError, match="install triton"):
+    with pytest.raises(MissingDependencyError, match="install triton"):
         dequantize_tiles(qtiles, pairs, 16, 256, 128, backend="triton")
     assert _int4_dequant._try_triton(qtiles, pairs, 16, 256, 128) is None
     assert fresh_state.failure is None

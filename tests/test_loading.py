@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from awq_autoselect import (
+from awq_autoselect import FallbackWarning, Kernel
+from awq_autoselect.catalogue import Layout
+from awq_autoselect.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
-    FallbackWarning,
-    Kernel,
     KernelFailedError,
-    Layout,
     NotAwqCheckpointError,
     UnknownVersionError,
-    UnsupportedModelTypeError,
-    UnsupportedQuantConfigError,
+    UnsupportedCheckpointError,
     VersionUnavailableError,
 )
 from awq_autoselect.loading import Attempt, LoadResult, load_dense_baseline, load_quantized_auto
@@ -135,7 +133,7 @@ def test_probe_catches_a_kernel_that_returns_garbage(
 ) -> None:
     # AutoAWQ's GEMV returns an uninitialised torch::empty for group sizes it has no kernel for; awq_ext cannot
     # run here, so reproduce exactly that behaviour in the torch path and check that the probe rejects it.
-    from awq_autoselect import _modules
+    from awq_autoselect.kernels import gemm as _modules
 
     def garbage_forward(self: _modules.TorchGEMMLinear, x: torch.Tensor) -> torch.Tensor:
         out_features: int = self.out_features
@@ -211,12 +209,12 @@ def test_model_that_is_not_awq(tiny_model_dir: Path, unchanged: Callable[[Path],
 @pytest.mark.parametrize(
     ("changes", "error", "match"),
     [
-        ({"qc_bits": 8}, UnsupportedQuantConfigError, "bits=8"),
-        ({"qc_group_size": 100}, UnsupportedQuantConfigError, "group_size=100"),
+        ({"qc_bits": 8}, UnsupportedCheckpointError, "bits=8"),
+        ({"qc_group_size": 100}, UnsupportedCheckpointError, "group_size=100"),
         ({"qc_quant_method": "gptq"}, NotAwqCheckpointError, "gptq"),
-        ({"qc_version": "exl3"}, UnsupportedQuantConfigError, "exl3"),
+        ({"qc_version": "exl3"}, UnsupportedCheckpointError, "exl3"),
         ({"qc_version": "gemv"}, CorruptCheckpointError, "GEMM layout"),
-        ({"model_type": "not_a_model"}, UnsupportedModelTypeError, "not_a_model"),
+        ({"model_type": "not_a_model"}, UnsupportedCheckpointError, "not_a_model"),
     ],
 )
 def test_bad_quant_configs(

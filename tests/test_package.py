@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+
+import pytest
 
 import awq_autoselect
 from awq_autoselect import errors
@@ -28,15 +32,22 @@ def test_public_names_resolve_and_are_listed() -> None:
     for name in awq_autoselect.__all__:
         assert getattr(awq_autoselect, name) is not None, name
     assert dir(awq_autoselect) == sorted(awq_autoselect.__all__)  # dir() sorts what __dir__ returns
-    for name in (
-        "detect_compute_capability",
-        "select_awq_version",
-        "load_quantized_auto",
-        "benchmark_versions",
-        "convert_checkpoint",
-        "make_synthetic_checkpoint",
-    ):
+    for name in ("detect_compute_capability", "select_awq_version", "load_quantized_auto", "benchmark_versions"):
         assert callable(getattr(awq_autoselect, name))
+    assert len(awq_autoselect.__all__) <= 16  # the verbs, their results and a few values; the rest in submodules
+
+
+@pytest.mark.parametrize("name", sorted(awq_autoselect.DEPRECATED_NAMES))
+def test_names_removed_from_the_top_level_still_resolve_with_a_warning(name: str) -> None:
+    with pytest.warns(DeprecationWarning, match=f"awq_autoselect.{name} is deprecated"):
+        value = getattr(awq_autoselect, name)
+    module = importlib.import_module(f"awq_autoselect.{awq_autoselect.DEPRECATED_NAMES[name]}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert value is getattr(module, name)
+    assert name not in awq_autoselect.__all__
+    with pytest.raises(AttributeError):
+        awq_autoselect.no_such_name  # noqa: B018
 
 
 def test_every_error_has_one_base_and_a_builtin() -> None:

@@ -22,6 +22,7 @@ from awq_autoselect.catalogue import CATALOGUE, Kernel, Layout, Regime
 from awq_autoselect.checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
 from awq_autoselect.environment import Environment, _classify_import_error, probe_environment
 from awq_autoselect.errors import (
+    InvalidArgumentError,
     InvalidCapabilityError,
     InvalidDeviceSpecError,
     NoCompatibleKernelError,
@@ -30,7 +31,6 @@ from awq_autoselect.errors import (
 )
 from awq_autoselect.selection import (
     Candidate,
-    InvalidWorkloadError,
     Selection,
     Workload,
     _rank,
@@ -107,7 +107,7 @@ def test_workload_regime(batch: int, prompt: int, new: int, regime: Regime) -> N
     [{"batch_size": 0}, {"prompt_tokens": 0}, {"new_tokens": -1}, {"batch_size": True}, {"batch_size": 1.5}],
 )
 def test_workload_rejects_bad_sizes(kwargs: dict[str, object]) -> None:
-    with pytest.raises(InvalidWorkloadError, match=next(iter(kwargs))):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         Workload(**kwargs)  # type: ignore[arg-type]
 
 

@@ -23,13 +23,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from awq_autoselect import Layout, UnknownVersionError, UnsupportedQuantConfigError, formats
+from awq_autoselect import formats
+from awq_autoselect.catalogue import Layout
 from awq_autoselect.checkpoint import read_checkpoint
-from awq_autoselect.errors import OutputPathError
-from awq_autoselect.synthetic import (
+from awq_autoselect.errors import InvalidArgumentError, OutputPathError, UnknownVersionError, UnsupportedCheckpointError
+from awq_autoselect.testing.synthetic import (
     SHAPES,
     ModelShape,
-    SyntheticSpecError,
     _write_tokenizer,
     make_synthetic_checkpoint,
 )
@@ -384,21 +384,21 @@ def test_refuses_a_file_and_accepts_an_empty_directory(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"shape": "llama-70b"}, SyntheticSpecError, "llama-70b.*tiny, llama-2-7b, llama-3-8b"),
+        ({"shape": "llama-70b"}, InvalidArgumentError, "llama-70b.*tiny, llama-2-7b, llama-3-8b"),
         ({"version": "awq-fast"}, UnknownVersionError, "awq-fast"),
-        ({"version": "marlin"}, UnsupportedQuantConfigError, "gemm or gemv"),
-        ({"group_size": 48}, UnsupportedQuantConfigError, "group_size=48"),
-        ({"group_size": -1, "version": "gemv"}, UnsupportedQuantConfigError, "gemv"),
-        ({"num_layers": 0}, SyntheticSpecError, "num_layers=0"),
-        ({"max_shard_size": 0}, SyntheticSpecError, "max_shard_size"),
-        ({"device": "warp-drive"}, SyntheticSpecError, "warp-drive"),
+        ({"version": "marlin"}, UnsupportedCheckpointError, "gemm or gemv"),
+        ({"group_size": 48}, UnsupportedCheckpointError, "group_size=48"),
+        ({"group_size": -1, "version": "gemv"}, UnsupportedCheckpointError, "gemv"),
+        ({"num_layers": 0}, InvalidArgumentError, "num_layers=0"),
+        ({"max_shard_size": 0}, InvalidArgumentError, "max_shard_size"),
+        ({"device": "warp-drive"}, InvalidArgumentError, "warp-drive"),
         (
             {"shape": ModelShape("odd", 384, 512, 1, 4, 4, 512, 512), "group_size": 256},
-            UnsupportedQuantConfigError,
+            UnsupportedCheckpointError,
             "group_size=256",
         ),
-        ({"shape": ModelShape("small-vocab", 256, 512, 1, 4, 4, 300, 512)}, SyntheticSpecError, "vocab_size 300"),
-        ({"shape": ModelShape("bad-heads", 256, 512, 1, 4, 3, 512, 512)}, SyntheticSpecError, "KV groups"),
+        ({"shape": ModelShape("small-vocab", 256, 512, 1, 4, 4, 300, 512)}, InvalidArgumentError, "vocab_size 300"),
+        ({"shape": ModelShape("bad-heads", 256, 512, 1, 4, 3, 512, 512)}, InvalidArgumentError, "KV groups"),
     ],
 )
 def test_bad_arguments_are_rejected_before_writing(
@@ -412,7 +412,7 @@ def test_bad_arguments_are_rejected_before_writing(
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(SyntheticSpecError, match="CUDA is not available"):
+    with pytest.raises(InvalidArgumentError, match="CUDA is not available"):
         make_synthetic_checkpoint(tmp_path / "out", shape="tiny", device="cuda")
 
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from awq_autoselect import formats
-from awq_autoselect._modules import TorchGEMMLinear, swap_gemm_backend
-from awq_autoselect._torch_int4 import (
+from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
+from awq_autoselect.kernels.gemm import TorchGEMMLinear, swap_gemm_backend
+from awq_autoselect.kernels.torch_int4 import (
     BF16_UNIT_ROUNDOFF,
     DENSE_THRESHOLD,
-    TorchInt4InputError,
     TorchInt4Linear,
     convert_model_to_torch_int4,
     inner_k_tiles_for,
@@ -27,7 +27,6 @@ from awq_autoselect._torch_int4 import (
     unpack_tiles,
     weight_error_bound,
 )
-from awq_autoselect.errors import ConversionError, VersionUnavailableError
 from tests import checkpoints
 from tests.conftest import QuantizedFactory
 
@@ -372,7 +371,7 @@ def test_version_unavailable_error_names_the_version() -> None:
 
 def test_forward_rejects_inputs_of_the_wrong_width() -> None:
     module = TorchInt4Linear(256, 32, 64)
-    with pytest.raises(TorchInt4InputError, match=r"inputs \[\.\.\., 256\], got \[4, 128\]"):
+    with pytest.raises(InvalidArgumentError, match=r"inputs \[\.\.\., 256\], got \[4, 128\]"):
         module(torch.zeros((4, 128), dtype=torch.bfloat16))
 
 
@@ -453,7 +452,7 @@ def test_convert_model_without_gemm_layers_changes_nothing(tiny_model_dir: Path)
 
 
 def test_converted_model_decodes_like_generate(gemm_checkpoint: Path) -> None:
-    from awq_autoselect.cudagraph import generate_with_cuda_graph
+    from awq_autoselect.decode.static import generate_with_cuda_graph
 
     model = build_gemm_model(gemm_checkpoint)
     convert_model_to_torch_int4(model)
@@ -463,7 +462,7 @@ def test_converted_model_decodes_like_generate(gemm_checkpoint: Path) -> None:
 
 
 def test_dense_threshold_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    from awq_autoselect import _torch_int4
+    from awq_autoselect.kernels import torch_int4 as _torch_int4
 
     monkeypatch.delenv(_torch_int4.DENSE_THRESHOLD_ENV, raising=False)
     assert _torch_int4.default_dense_threshold() == _torch_int4.DENSE_THRESHOLD

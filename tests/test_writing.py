@@ -199,7 +199,7 @@ def test_write_file_refuses_files_that_are_not_ours(tmp_path: Path) -> None:
 
 def _medium_checkpoint(tmp_path: Path) -> Path:
     """A synthetic checkpoint large enough that converting it takes a noticeable time."""
-    from awq_autoselect.synthetic import ModelShape, make_synthetic_checkpoint
+    from awq_autoselect.testing.synthetic import ModelShape, make_synthetic_checkpoint
 
     shape = ModelShape(
         name="medium",

@@ -20,13 +20,14 @@ import logging
 import warnings
 from typing import TYPE_CHECKING
 
-from .errors import CudaContextPoisonedError, FallbackWarning, StaticDecodeError
+from awq_autoselect._awq import hf_model_of
+from awq_autoselect.errors import CudaContextPoisonedError, FallbackWarning, InvalidArgumentError
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-__all__ = ["StaticDecodeError", "StaticDecoder", "generate_with_cuda_graph"]
+__all__ = ["InvalidArgumentError", "StaticDecoder", "generate_with_cuda_graph"]
 
 
 def __dir__() -> list[str]:
@@ -42,20 +43,18 @@ _WARMUP_STEPS = 2
 
 def _positive_int(label: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise StaticDecodeError(f"{label} must be an int >= {minimum}, got {value!r}")
+        raise InvalidArgumentError(f"{label} must be an int >= {minimum}, got {value!r}")
     return value
 
 
-def _unwrap(model: object) -> PreTrainedModel:
+def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
     """The transformers model: ``model`` itself, or the ``.model`` of AutoAWQ's ``BaseAWQForCausalLM``."""
     from transformers import PreTrainedModel
 
-    if isinstance(model, PreTrainedModel):
-        return model
-    inner = getattr(model, "model", None)
+    inner = hf_model_of(model)
     if isinstance(inner, PreTrainedModel):
         return inner
-    raise StaticDecodeError(
+    raise InvalidArgumentError(
         f"expected a transformers PreTrainedModel or AutoAWQ's wrapper (with .model), got {type(model).__name__}"
     )
 
@@ -88,7 +87,7 @@ class StaticDecoder:
         use_cuda_graph: capture and replay the decode step (on CUDA).
 
     Raises:
-        StaticDecodeError: ``model`` is neither kind, holds AutoAWQ fused layers, or the sizes are not positive.
+        InvalidArgumentError: ``model`` is neither kind, holds AutoAWQ fused layers, or the sizes are not positive.
     """
 
     graph_enabled: bool
@@ -106,14 +105,16 @@ class StaticDecoder:
         self.max_cache_len = _positive_int("max_cache_len", max_cache_len)
         fused = _fused_modules(self.model)
         if fused:
-            raise StaticDecodeError(
+            raise InvalidArgumentError(
                 f"the model holds AutoAWQ fused layers ({', '.join(fused)}), which keep their own KV cache; "
                 "load it with fuse_layers=False to decode with a static cache"
             )
         embeddings = self.model.get_input_embeddings()
         weight = getattr(embeddings, "weight", None)
         if not isinstance(weight, torch.Tensor):
-            raise StaticDecodeError(f"{type(self.model).__name__} has no input embedding weight to place the cache by")
+            raise InvalidArgumentError(
+                f"{type(self.model).__name__} has no input embedding weight to place the cache by"
+            )
         self.device = weight.device
         self.dtype = weight.dtype
 
@@ -222,17 +223,17 @@ class StaticDecoder:
         """Reset the cache, run the prompt, and return the last position's logits ``[batch_size, vocab]``.
 
         Raises:
-            StaticDecodeError: ``input_ids`` is not ``[batch_size, T]`` with ``1 <= T <= max_cache_len``.
+            InvalidArgumentError: ``input_ids`` is not ``[batch_size, T]`` with ``1 <= T <= max_cache_len``.
         """
         import torch
 
         if input_ids.dim() != 2 or input_ids.shape[0] != self.batch_size or input_ids.shape[1] < 1:
-            raise StaticDecodeError(
+            raise InvalidArgumentError(
                 f"prefill expects input_ids [{self.batch_size}, T] with T >= 1, got {list(input_ids.shape)}"
             )
         length = int(input_ids.shape[1])
         if length > self.max_cache_len:
-            raise StaticDecodeError(
+            raise InvalidArgumentError(
                 f"the prompt has {length} tokens but max_cache_len is {self.max_cache_len}; build the decoder with "
                 "a larger max_cache_len"
             )
@@ -255,19 +256,19 @@ class StaticDecoder:
         The returned tensor is the caller's (a copy of the graph's output when a graph is replayed).
 
         Raises:
-            StaticDecodeError: no :meth:`prefill` yet, ``token_ids`` of another shape, or the cache is full.
+            InvalidArgumentError: no :meth:`prefill` yet, ``token_ids`` of another shape, or the cache is full.
             CudaContextPoisonedError: a failed capture left the CUDA context unusable.
         """
         import torch
 
         if not self._prefilled:
-            raise StaticDecodeError("decode_step needs a prompt first: call prefill(input_ids)")
+            raise InvalidArgumentError("decode_step needs a prompt first: call prefill(input_ids)")
         if token_ids.numel() != self.batch_size or token_ids.dim() not in (1, 2):
-            raise StaticDecodeError(
+            raise InvalidArgumentError(
                 f"decode_step expects token_ids [{self.batch_size}, 1], got {list(token_ids.shape)}"
             )
         if self._length >= self.max_cache_len:
-            raise StaticDecodeError(
+            raise InvalidArgumentError(
                 f"the cache is full ({self.max_cache_len} tokens); build the decoder with a larger max_cache_len"
             )
         self._ids.copy_(token_ids.reshape(self.batch_size, 1))
@@ -352,18 +353,18 @@ def generate_with_cuda_graph(
         use_cuda_graph: replay a captured decode step (on CUDA).
 
     Raises:
-        StaticDecodeError: bad shapes or sizes, or ``max_cache_len`` too small for the request.
+        InvalidArgumentError: bad shapes or sizes, or ``max_cache_len`` too small for the request.
     """
     import torch
 
     if input_ids.dim() != 2:
-        raise StaticDecodeError(f"input_ids must be [batch, tokens], got {list(input_ids.shape)}")
+        raise InvalidArgumentError(f"input_ids must be [batch, tokens], got {list(input_ids.shape)}")
     _positive_int("max_new_tokens", max_new_tokens, minimum=0)
     batch, prompt = (int(d) for d in input_ids.shape)
     needed = prompt + max_new_tokens - 1  # the last token is generated, never fed back
     length = max(prompt + max_new_tokens, 1) if max_cache_len is None else max_cache_len
     if length < needed:
-        raise StaticDecodeError(
+        raise InvalidArgumentError(
             f"max_cache_len {length} is too small for {prompt} prompt + {max_new_tokens} new tokens (needs {needed})"
         )
     decoder = StaticDecoder(model, batch_size=batch, max_cache_len=length, use_cuda_graph=use_cuda_graph)

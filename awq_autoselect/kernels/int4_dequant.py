@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .errors import ConversionError, TritonUnavailableError
+from awq_autoselect.errors import ConversionError, MissingDependencyError
 
 try:
     import triton
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TRITON_DTYPES",
     "DequantBackend",
-    "TritonUnavailableError",
     "dequantize_tiles",
     "dequantize_tiles_torch",
     "dequantize_tiles_triton",
@@ -190,10 +189,10 @@ def _kernel() -> tuple[Any, bool]:
     ``triton.jit`` reads ``TRITON_INTERPRET`` when it decorates, so the kernel is decorated lazily, once per mode.
 
     Raises:
-        TritonUnavailableError: triton does not import here.
+        MissingDependencyError: triton does not import here.
     """
     if triton is None:
-        raise TritonUnavailableError(
+        raise MissingDependencyError(
             f"the Triton dequantization needs triton: {_TRITON_IMPORT_ERROR}; install triton (Linux CUDA builds "
             "of torch bring it) or use backend='torch'"
         )
@@ -331,7 +330,7 @@ def dequantize_tiles_triton(
         ConversionError: the tensors do not hold such a weight, or the kernel cannot take them (float32 scales,
             2**31 or more elements).
         ValueError: a block size that is not a power of two (``block_k`` below 8).
-        TritonUnavailableError: triton does not import.
+        MissingDependencyError: triton does not import.
         Exception: whatever Triton raises when the kernel does not compile or launch.
     """
     _check_tiles(qtiles, scales_and_zeros, out_features, in_features, group_size)
@@ -412,7 +411,7 @@ def dequantize_tiles(
         ConversionError: the tensors do not hold such a weight (``backend="triton"``: or the kernel cannot take
             them).
         ValueError: an unknown ``backend``.
-        TritonUnavailableError: ``backend="triton"`` and triton does not import.
+        MissingDependencyError: ``backend="triton"`` and triton does not import.
     """
     if backend == "triton":
         return dequantize_tiles_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._awq import import_awq
+from awq_autoselect._awq import import_awq
 
 import_awq()
 

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from awq_autoselect.benchmark import (
+from awq_autoselect.bench import (
     BenchmarkMode,
     BenchmarkReport,
     RunKind,
     Status,
-    _Device,
-    _measure_copy_gbps,
     benchmark_versions,
     read_csv,
     validate_report_dict,
 )
+from awq_autoselect.bench.metadata import measure_copy_gbps
+from awq_autoselect.bench.timing import BenchDevice
 from tests.conftest import QuantizedFactory
 
 pytestmark = pytest.mark.gpu
@@ -127,7 +127,7 @@ def test_exports_round_trip(report: BenchmarkReport, tmp_path: Path) -> None:
 
 def test_measured_copy_bandwidth_is_a_plausible_fallback(report: BenchmarkReport) -> None:
     """The fallback for GPUs missing from the datasheet table: a device-to-device copy, below the datasheet peak."""
-    measured = _measure_copy_gbps(_Device(torch.device(report.metadata.device)))
+    measured = measure_copy_gbps(BenchDevice(torch.device(report.metadata.device)))
     assert measured is not None
     assert measured > 0
     if report.metadata.peak_bandwidth_source and report.metadata.peak_bandwidth_source.startswith("datasheet"):

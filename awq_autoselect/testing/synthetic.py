@@ -53,9 +53,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
-from ._writing import staged_directory
-from .catalogue import Layout
-from .errors import OutputDirNotEmptyError, SyntheticSpecError, UnknownVersionError, UnsupportedQuantConfigError
+from awq_autoselect._writing import staged_directory
+from awq_autoselect.catalogue import Layout
+from awq_autoselect.errors import InvalidArgumentError, UnknownVersionError, UnsupportedCheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -64,8 +64,6 @@ __all__ = [
     "DEFAULT_MAX_SHARD_SIZE",
     "SHAPES",
     "ModelShape",
-    "OutputDirNotEmptyError",
-    "SyntheticSpecError",
     "make_synthetic_checkpoint",
 ]
 
@@ -130,10 +128,10 @@ class ModelShape:
         """The same shape with another number of decoder layers (e.g. one layer at 7B width, for tests).
 
         Raises:
-            SyntheticSpecError: ``num_layers`` is not a positive int.
+            InvalidArgumentError: ``num_layers`` is not a positive int.
         """
         if isinstance(num_layers, bool) or num_layers < 1:
-            raise SyntheticSpecError(
+            raise InvalidArgumentError(
                 f"num_layers={num_layers!r}: expected a positive number of decoder layers, or None for the "
                 f"shape's own {self.num_hidden_layers}"
             )
@@ -503,18 +501,18 @@ def _resolve_shape(shape: str | ModelShape, num_layers: int | None) -> ModelShap
     elif shape in SHAPES:
         resolved = SHAPES[shape]
     else:
-        raise SyntheticSpecError(
+        raise InvalidArgumentError(
             f"shape={shape!r} is not a known model shape: expected one of {', '.join(SHAPES)} (or a ModelShape)"
         )
     if resolved.hidden_size % resolved.num_attention_heads or (
         resolved.num_attention_heads % resolved.num_key_value_heads
     ):
-        raise SyntheticSpecError(
+        raise InvalidArgumentError(
             f"shape {resolved.name!r}: hidden_size {resolved.hidden_size} must split into "
             f"{resolved.num_attention_heads} heads, and the heads into {resolved.num_key_value_heads} KV groups"
         )
     if resolved.vocab_size < 512:
-        raise SyntheticSpecError(
+        raise InvalidArgumentError(
             f"shape {resolved.name!r}: vocab_size {resolved.vocab_size} is below 512, too small for the "
             "byte-level tokenizer (259 base tokens); use a vocabulary of at least 512"
         )
@@ -527,7 +525,7 @@ def _resolve_layout(version: str | Layout) -> Layout:
     except ValueError:
         raise UnknownVersionError(f"version={version!r} is not an AutoAWQ layout: expected 'gemm' or 'gemv'") from None
     if layout not in _SUPPORTED_LAYOUTS:
-        raise UnsupportedQuantConfigError(
+        raise UnsupportedCheckpointError(
             f"version={layout.value!r}: synthetic checkpoints are written in the gemm or gemv layout; make a gemm "
             "one and convert it with awq_autoselect.formats.convert"
         )
@@ -536,22 +534,22 @@ def _resolve_layout(version: str | Layout) -> Layout:
 
 def _check_group_size(shape: ModelShape, group_size: int, layout: Layout) -> None:
     if isinstance(group_size, bool) or group_size not in _GROUP_SIZES:
-        raise UnsupportedQuantConfigError(
+        raise UnsupportedCheckpointError(
             f"group_size={group_size!r}: expected one of {', '.join(map(str, _GROUP_SIZES))} (128 is what every "
             "AWQ kernel runs)"
         )
     if group_size == -1 and layout is Layout.GEMV:
-        raise UnsupportedQuantConfigError(
+        raise UnsupportedCheckpointError(
             "group_size=-1 with version='gemv': AutoAWQ's GEMV kernels run group sizes 64 and 128 only; use 128"
         )
     for name, in_features, out_features in shape.linear_shapes():
         if group_size != -1 and in_features % group_size:
-            raise UnsupportedQuantConfigError(
+            raise UnsupportedCheckpointError(
                 f"group_size={group_size} does not divide {name}'s in_features {in_features} in shape "
                 f"{shape.name!r}: pick a group size that divides {shape.hidden_size} and {shape.intermediate_size}"
             )
         if in_features % _PACK or out_features % _PACK:
-            raise SyntheticSpecError(
+            raise InvalidArgumentError(
                 f"shape {shape.name!r}: {name} is {in_features}x{out_features}; AWQ packs 8 values per int32, "
                 "so both must be multiples of 8"
             )
@@ -563,11 +561,11 @@ def _resolve_device(device: str | None) -> torch.device:
     try:
         resolved = torch.device(device or "cpu")
     except (RuntimeError, TypeError) as exc:
-        raise SyntheticSpecError(
+        raise InvalidArgumentError(
             f"device={device!r} is not a torch device: use e.g. 'cpu', 'cuda' or 'cuda:1'"
         ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SyntheticSpecError(f"device={device!r}: CUDA is not available here; pass device=None to use the CPU")
+        raise InvalidArgumentError(f"device={device!r}: CUDA is not available here; pass device=None to use the CPU")
     return resolved
 
 
@@ -605,9 +603,9 @@ def make_synthetic_checkpoint(
         The checkpoint directory.
 
     Raises:
-        SyntheticSpecError: unknown shape, bad ``num_layers``, ``max_shard_size`` or ``device``, or no CUDA.
+        InvalidArgumentError: unknown shape, bad ``num_layers``, ``max_shard_size`` or ``device``, or no CUDA.
         UnknownVersionError: ``version`` is not an AutoAWQ layout name.
-        UnsupportedQuantConfigError: a layout other than gemm/gemv, or a group size that is unsupported or
+        UnsupportedCheckpointError: a layout other than gemm/gemv, or a group size that is unsupported or
             does not divide the layers' input sizes.
         OutputPathError: ``out`` is a file, a non-empty directory awq_autoselect did not write, one it wrote
             while ``overwrite`` is false, or cannot be written.
@@ -618,7 +616,7 @@ def make_synthetic_checkpoint(
     layout = _resolve_layout(version)
     _check_group_size(model, group_size, layout)
     if isinstance(max_shard_size, bool) or max_shard_size < 1:
-        raise SyntheticSpecError(f"max_shard_size={max_shard_size!r}: expected a positive number of bytes")
+        raise InvalidArgumentError(f"max_shard_size={max_shard_size!r}: expected a positive number of bytes")
     dev = _resolve_device(device)
     root = Path(os.fspath(out)).expanduser()
 

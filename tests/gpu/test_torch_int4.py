@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from awq_autoselect import FallbackWarning, formats
-from awq_autoselect._modules import TritonGEMMLinear, swap_gemm_backend
-from awq_autoselect._torch_int4 import (
+from awq_autoselect.decode.static import StaticDecoder, generate_with_cuda_graph
+from awq_autoselect.kernels.gemm import TritonGEMMLinear, swap_gemm_backend
+from awq_autoselect.kernels.torch_int4 import (
     DENSE_THRESHOLD,
     TorchInt4Linear,
     convert_model_to_torch_int4,
@@ -27,7 +28,6 @@ from awq_autoselect._torch_int4 import (
     unpack_tiles,
     weight_error_bound,
 )
-from awq_autoselect.cudagraph import StaticDecoder, generate_with_cuda_graph
 from tests.conftest import QuantizedFactory
 from tests.test_torch_int4 import (
     build_gemm_model,
@@ -199,7 +199,7 @@ def test_unknown_static_cache_decodes_eagerly_on_cuda(
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from tests.test_cudagraph import UnknownStaticCache
+    from tests.test_decode import UnknownStaticCache
 
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     model.to(cuda, torch.float32).eval()
@@ -229,7 +229,7 @@ def test_torch_int4_model_decodes_with_a_graph_like_eager(cuda: torch.device, ge
 
 
 def test_converted_model_on_cuda_matches_float32_reference(cuda: torch.device, gemm_checkpoint: Path) -> None:
-    from awq_autoselect._modules import TorchGEMMLinear
+    from awq_autoselect.kernels.gemm import TorchGEMMLinear
 
     ids = torch.tensor(PROMPT, device=cuda)
     reference_model = build_gemm_model(gemm_checkpoint, device=str(cuda), dtype=torch.float32)

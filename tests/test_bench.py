@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from awq_autoselect import UnknownVersionError
-from awq_autoselect.benchmark import (
+from awq_autoselect._awq import hf_model_of
+from awq_autoselect.bench import (
     JSON_SCHEMA,
     SCHEMA,
     BatchResult,
@@ -25,32 +25,25 @@ from awq_autoselect.benchmark import (
     BenchmarkReport,
     BenchmarkRow,
     BenchmarkSettings,
-    InvalidBenchmarkSettingsError,
-    InvalidReportError,
     KernelShare,
     LatencyStats,
     LoadSummary,
-    PlotUnavailableError,
     RunKind,
     RunMetadata,
     RunRef,
     RunSample,
     Status,
     VersionResult,
-    _benchmark,
-    _default_loader,
-    _hf_model,
-    _kv_bytes_per_token,
-    _plan_mode,
-    _prompt_ids,
-    _weight_bytes_per_token,
     benchmark_versions,
     datasheet_bandwidth_gbps,
     plot,
     read_csv,
     validate_report_dict,
 )
+from awq_autoselect.bench.runner import default_loader, plan_mode, prompt_ids
+from awq_autoselect.bench.traffic import kv_bytes_per_token, weight_bytes_per_token
 from awq_autoselect.checkpoint import read_checkpoint
+from awq_autoselect.errors import InvalidArgumentError, InvalidReportError, MissingDependencyError, UnknownVersionError
 from awq_autoselect.loading import LoadResult
 from tests.checkpoints import TINY_LLAMA
 from tests.conftest import QuantizedFactory
@@ -77,7 +70,7 @@ def loader() -> Loader:
     def load(path: str, version: str, device: str | None) -> LoadResult:
         key = (path, version, device)
         if key not in cache:
-            cache[key] = _default_loader(path, version, device)
+            cache[key] = default_loader(path, version, device)
         return cache[key]
 
     return load
@@ -101,7 +94,7 @@ def bench(checkpoint: Path, versions: tuple[str, ...], loader: Loader, **overrid
         "peak_bandwidth_gbps": None,
         **overrides,
     }
-    return _benchmark(checkpoint, versions, loader=loader, **args)
+    return benchmark_versions(checkpoint, versions, loader=loader, **args)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +197,7 @@ def test_weight_and_kv_bytes_are_reported(report: BenchmarkReport, checkpoint: P
     for batch in measured(report):
         assert batch.weight_bytes_per_token is not None
         assert batch.weight_bytes_per_token > info.quantized_bytes
-        assert batch.kv_bytes_per_token == _kv_bytes_per_token(info.config, PROMPT, NEW, batch.batch_size)
+        assert batch.kv_bytes_per_token == kv_bytes_per_token(info.config, PROMPT, NEW, batch.batch_size)
 
 
 def test_metadata_and_load_summary(report: BenchmarkReport) -> None:
@@ -340,7 +333,7 @@ def test_plot_draws_or_says_what_is_missing(report: BenchmarkReport, tmp_path: P
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        with pytest.raises(PlotUnavailableError, match="matplotlib"):
+        with pytest.raises(MissingDependencyError, match="matplotlib"):
             plot(report, tmp_path / "tpot.png")
     else:
         out = plot(report, tmp_path / "tpot.png")
@@ -395,18 +388,18 @@ def test_prompt_text_is_tokenized_and_repeated_to_length(checkpoint: Path) -> No
     )
     assert report.settings.prompt == text
     assert report.results[0].status is Status.OK
-    prompts = _prompt_ids(read_checkpoint(checkpoint), report.settings, 512)
+    prompts = prompt_ids(read_checkpoint(checkpoint), report.settings, 512)
     expected = (ids * 12)[:12]
     assert prompts.tolist() == [expected, expected]
     truncated = dataclasses.replace(report.settings, prompt_tokens=2)
-    assert _prompt_ids(read_checkpoint(checkpoint), truncated, 512).tolist() == [ids[:2], ids[:2]]
+    assert prompt_ids(read_checkpoint(checkpoint), truncated, 512).tolist() == [ids[:2], ids[:2]]
 
 
 def test_random_prompts_are_seeded(checkpoint: Path, report: BenchmarkReport) -> None:
     info = read_checkpoint(checkpoint)
-    a = _prompt_ids(info, report.settings, 512)
-    b = _prompt_ids(info, report.settings, 512)
-    c = _prompt_ids(info, dataclasses.replace(report.settings, seed=1), 512)
+    a = prompt_ids(info, report.settings, 512)
+    b = prompt_ids(info, report.settings, 512)
+    c = prompt_ids(info, dataclasses.replace(report.settings, seed=1), 512)
     assert a.shape == (max(SIZES), PROMPT)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -425,7 +418,7 @@ def test_a_version_failing_mid_run_is_a_result_not_a_crash(checkpoint: Path, loa
 
     The failure is injected: running out of memory cannot be provoked on the CPU.
     """
-    model = _hf_model(loader(str(read_checkpoint(checkpoint).path), "gemm_torch", "cpu").model)
+    model = hf_model_of(loader(str(read_checkpoint(checkpoint).path), "gemm_torch", "cpu").model)
     calls = 0
 
     def boom(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
@@ -475,7 +468,7 @@ def test_bad_settings_are_rejected_before_loading(
     checkpoint: Path, kwargs: dict[str, typing.Any], expected: str
 ) -> None:
     args: dict[str, typing.Any] = {"versions": ("gemm_torch",), "device": "cpu", "progress": False, **kwargs}
-    with pytest.raises(InvalidBenchmarkSettingsError, match=expected):
+    with pytest.raises(InvalidArgumentError, match=expected):
         benchmark_versions(checkpoint, **args)
 
 
@@ -506,7 +499,7 @@ def test_latency_stats_needs_values() -> None:
         LatencyStats.of([])
 
 
-def test_weight_bytes_per_token(checkpoint: Path) -> None:
+def testweight_bytes_per_token(checkpoint: Path) -> None:
     info = read_checkpoint(checkpoint)
     hidden, vocab, layers = TINY_LLAMA["hidden_size"], TINY_LLAMA["vocab_size"], TINY_LLAMA["num_hidden_layers"]
     norms = (2 * layers + 1) * hidden  # input + post-attention norm per layer, final norm
@@ -515,19 +508,19 @@ def test_weight_bytes_per_token(checkpoint: Path) -> None:
         for batch in (1, 3):
             rows = batch * hidden * itemsize  # only the gathered embedding rows
             assert (
-                _weight_bytes_per_token(info, batch, itemsize, dense=False) == info.quantized_bytes + dense_rest + rows
+                weight_bytes_per_token(info, batch, itemsize, dense=False) == info.quantized_bytes + dense_rest + rows
             )
             dense_layers = sum(layer.in_features * layer.out_features for layer in info.layers) * itemsize
-            assert _weight_bytes_per_token(info, batch, itemsize, dense=True) == dense_layers + dense_rest + rows
+            assert weight_bytes_per_token(info, batch, itemsize, dense=True) == dense_layers + dense_rest + rows
 
 
-def test_kv_bytes_per_token() -> None:
+def testkv_bytes_per_token() -> None:
     config = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_size": 4096}
     # prompt 128, 128 new tokens: decode steps attend over 129 ... 255 positions, mean 192
     per_position = 2 * 32 * 8 * 128 * 2
-    assert _kv_bytes_per_token(config, 128, 128, 1) == per_position * 192
-    assert _kv_bytes_per_token(config, 128, 128, 4) == per_position * 192 * 4
-    assert _kv_bytes_per_token({"hidden_size": 4096}, 128, 128, 1) is None
+    assert kv_bytes_per_token(config, 128, 128, 1) == per_position * 192
+    assert kv_bytes_per_token(config, 128, 128, 4) == per_position * 192 * 4
+    assert kv_bytes_per_token({"hidden_size": 4096}, 128, 128, 1) is None
 
 
 @pytest.mark.parametrize(
@@ -567,8 +560,8 @@ def test_datasheet_bandwidth(name: str, gbps: float | None) -> None:
         (100, [95], 0, BenchmarkMode.SEQUENTIAL),
     ],
 )
-def test_plan_mode(free: int | None, footprints: list[int], run: int, mode: BenchmarkMode) -> None:
-    assert _plan_mode(free, footprints, run) is mode
+def testplan_mode(free: int | None, footprints: list[int], run: int, mode: BenchmarkMode) -> None:
+    assert plan_mode(free, footprints, run) is mode
 
 
 def test_row_fields_are_csv_scalars() -> None:
@@ -579,5 +572,5 @@ def test_row_fields_are_csv_scalars() -> None:
 
 
 def test_importing_the_module_does_not_import_torch() -> None:
-    code = "import sys, awq_autoselect.benchmark; sys.exit('torch' in sys.modules or 'awq' in sys.modules)"
+    code = "import sys, awq_autoselect.bench; sys.exit('torch' in sys.modules or 'awq' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from awq_autoselect import FallbackWarning
-from awq_autoselect.cudagraph import StaticDecodeError, StaticDecoder, generate_with_cuda_graph
+from awq_autoselect.decode.static import StaticDecoder, generate_with_cuda_graph
+from awq_autoselect.errors import InvalidArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_generate_zero_tokens_returns_the_prompt(model: torch.nn.Module) -> None
     ],
 )
 def test_bad_requests_are_refused(model: torch.nn.Module, call: object, match: str) -> None:
-    with pytest.raises(StaticDecodeError, match=match):
+    with pytest.raises(InvalidArgumentError, match=match):
         call(model)  # type: ignore[operator]
 
 
@@ -153,9 +154,9 @@ def test_a_full_cache_is_refused(model: torch.nn.Module) -> None:
     decoder = StaticDecoder(model, max_cache_len=3)
     logits = decoder.prefill(torch.tensor([[1, 2]]))
     decoder.decode_step(logits.argmax(-1, keepdim=True))
-    with pytest.raises(StaticDecodeError, match=r"the cache is full \(3 tokens\)"):
+    with pytest.raises(InvalidArgumentError, match=r"the cache is full \(3 tokens\)"):
         decoder.decode_step(torch.tensor([[1]]))
-    with pytest.raises(StaticDecodeError, match=r"token_ids \[1, 1\]"):
+    with pytest.raises(InvalidArgumentError, match=r"token_ids \[1, 1\]"):
         decoder.decode_step(torch.tensor([[1, 2]]))
 
 
@@ -195,6 +196,6 @@ def test_unknown_static_cache_falls_back_to_the_dynamic_cache(
 def test_importing_the_module_does_not_import_torch() -> None:
     import subprocess
 
-    code = "import sys, awq_autoselect.cudagraph; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, awq_autoselect.decode.static; print('torch' in sys.modules, 'transformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]

@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-from ._int4_dequant import dequantize_tiles, dequantize_tiles_torch
-from .errors import ConversionError, TorchInt4InputError, VersionUnavailableError
+from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
+
+from .int4_dequant import dequantize_tiles, dequantize_tiles_torch
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from .formats import UnpackedWeight
+    from awq_autoselect.formats import UnpackedWeight
 
 __all__ = [
     "BF16_UNIT_ROUNDOFF",
@@ -53,7 +54,6 @@ __all__ = [
     "MIN_CAPABILITY",
     "MIN_TORCH",
     "SUPPORTED_GROUP_SIZES",
-    "TorchInt4InputError",
     "TorchInt4Linear",
     "convert_model_to_torch_int4",
     "default_dense_threshold",
@@ -466,10 +466,10 @@ class TorchInt4Linear(torch.nn.Module):
         """``x @ W.T + bias`` over the last dimension; returns ``x``'s dtype.
 
         Raises:
-            TorchInt4InputError: ``x``'s last dimension is not ``in_features``.
+            InvalidArgumentError: ``x``'s last dimension is not ``in_features``.
         """
         if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise TorchInt4InputError(f"TorchInt4Linear expects inputs [..., {self.in_features}], got {list(x.shape)}")
+            raise InvalidArgumentError(f"TorchInt4Linear expects inputs [..., {self.in_features}], got {list(x.shape)}")
         out_shape = (*x.shape[:-1], self.out_features)
         compute = self.scales_and_zeros.dtype
         rows = x.reshape(-1, self.in_features).to(compute).contiguous()
@@ -521,8 +521,8 @@ def _layer_geometry(layer: torch.nn.Module) -> tuple[torch.device, int, int, int
 
 
 def _unpack_gemm_module(layer: torch.nn.Module) -> UnpackedWeight:
-    from . import formats
-    from .catalogue import Layout
+    from awq_autoselect import formats
+    from awq_autoselect.catalogue import Layout
 
     tensors = {name: layer.get_buffer(name) for name in ("qweight", "qzeros", "scales")}
     bias = layer._buffers.get("bias")

@@ -1,0 +1,164 @@
+"""Timing one run: the device's synchronisation and memory statistics, the timed loop, the profiled loop.
+
+Timing is ``synchronize`` + ``time.perf_counter`` around every step; garbage collection is off inside the timed
+loop (as timeit does); GPU kernel time comes from a separate, untimed run under ``torch.profiler``.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .decoders import Decoder
+from .records import KernelShare, RunSample
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BenchDevice", "RawRun", "profiled_run", "timed_run", "to_sample"]
+
+_TOP_KERNELS = 5
+
+
+@dataclass
+class RawRun:
+    ttft_s: float
+    steps_s: list[float]
+    e2e_s: float
+    peak_delta: int | None
+    persistent_delta: int | None
+
+
+class BenchDevice:
+    """The device the models run on, with synchronisation and allocator statistics where it has them."""
+
+    def __init__(self, dev: torch.device) -> None:
+        import torch
+
+        self.dev = dev
+        self.is_cuda = dev.type == "cuda"
+        self._torch = torch
+
+    def sync(self) -> None:
+        if self.is_cuda:
+            self._torch.cuda.synchronize(self.dev)
+
+    def allocated(self) -> int | None:
+        return int(self._torch.cuda.memory_allocated(self.dev)) if self.is_cuda else None
+
+    def reset_peak(self) -> None:
+        if self.is_cuda:
+            self._torch.cuda.reset_peak_memory_stats(self.dev)
+
+    def peak(self) -> int | None:
+        return int(self._torch.cuda.max_memory_allocated(self.dev)) if self.is_cuda else None
+
+    def free(self) -> None:
+        gc.collect()
+        if self.is_cuda:
+            self._torch.cuda.empty_cache()
+
+    def prime(self) -> None:
+        """Create the cuBLAS handle and workspace now, so the first version loaded is not charged for them."""
+        if self.is_cuda:
+            torch = self._torch
+            for dtype in (torch.float16, torch.bfloat16, torch.float32):
+                a = torch.ones((64, 64), dtype=dtype, device=self.dev)
+                (a @ a).sum().item()
+            self.sync()
+
+    def free_bytes(self) -> int | None:
+        if not self.is_cuda:
+            return None
+        free, _total = self._torch.cuda.mem_get_info(self.dev)
+        return int(free)
+
+
+def timed_run(decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice) -> RawRun:
+    """One prefill + ``new_tokens - 1`` greedy decode steps, each synchronised and stamped with perf_counter."""
+    import torch
+
+    device.sync()
+    start_alloc = device.allocated()
+    device.reset_peak()
+    # As timeit does: no garbage collection inside the timed loop, where a pause would land on one version only.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            token = decoder.prefill(input_ids).argmax(dim=-1, keepdim=True)
+            device.sync()
+            last = time.perf_counter()
+            ttft = last - t0
+            steps: list[float] = []
+            for _ in range(new_tokens - 1):
+                token = decoder.decode_step(token).argmax(dim=-1, keepdim=True)
+                device.sync()
+                now = time.perf_counter()
+                steps.append(now - last)
+                last = now
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    e2e = last - t0
+    peak = device.peak()
+    peak_delta = peak - start_alloc if peak is not None and start_alloc is not None else None
+    del token
+    decoder.release()
+    end_alloc = device.allocated()
+    persistent = end_alloc - start_alloc if end_alloc is not None and start_alloc is not None else None
+    return RawRun(ttft, steps, e2e, None if peak_delta is None else max(peak_delta, 0), persistent)
+
+
+def profiled_run(
+    decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice
+) -> tuple[float | None, tuple[KernelShare, ...], str | None]:
+    """GPU busy time per decode step from torch.profiler (CUDA activity only), in its own untimed run.
+
+    Returns ``(ms_per_token, top_kernels, note)``; ``ms_per_token`` is None with a note when nothing was recorded.
+    """
+    import torch
+    from torch.profiler import DeviceType, ProfilerActivity, profile
+
+    steps = new_tokens - 1
+    with torch.inference_mode():
+        token = decoder.prefill(input_ids).argmax(dim=-1, keepdim=True)
+        device.sync()
+        with warnings.catch_warnings():
+            # The profiler's own chatter (e.g. about CUPTI) is not the model's business; the model's warnings
+            # still show.
+            warnings.filterwarnings("ignore", module=r"torch\.(profiler|autograd)")
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(steps):
+                    token = decoder.decode_step(token).argmax(dim=-1, keepdim=True)
+                device.sync()
+            events = list(prof.events())
+    del token
+    decoder.release()
+    totals: dict[str, list[float]] = {}
+    for event in events:
+        if event.device_type == DeviceType.CUDA:
+            entry = totals.setdefault(str(event.name)[:200], [0.0, 0.0])
+            entry[0] += float(event.time_range.elapsed_us())
+            entry[1] += 1.0
+    if not totals:
+        return None, (), "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
+    busy_us = sum(total for total, _ in totals.values())
+    top = sorted(totals.items(), key=lambda kv: kv[1][0], reverse=True)[:_TOP_KERNELS]
+    shares = tuple(KernelShare(name, total / 1000.0 / steps, calls / steps) for name, (total, calls) in top)
+    return busy_us / 1000.0 / steps, shares, None
+
+
+def to_sample(raw: RawRun, order: int, repeat: int) -> RunSample:
+    return RunSample(
+        order=order,
+        repeat=repeat,
+        ttft_ms=raw.ttft_s * 1000.0,
+        step_ms=tuple(s * 1000.0 for s in raw.steps_s),
+        e2e_ms=raw.e2e_s * 1000.0,
+        peak_delta_bytes=raw.peak_delta,
+    )

@@ -1,0 +1,342 @@
+"""``load_quantized_auto()``: load an AWQ checkpoint with a kernel that is proven to work on this machine.
+
+AutoAWQ's ``from_quantized(path, version=...)`` ignores ``version``: the checkpoint's layout alone decides, and a
+kernel that cannot run here fails late (a missing extension at the first forward, "no kernel image" at the first
+forward, fused layers without flash-attn with a ``NameError``) or not at all (garbage for unsupported group
+sizes). So this module:
+
+1. validates the checkpoint (:func:`awq_autoselect.checkpoint.read_checkpoint`) and selects an ordered chain of
+   kernels (:func:`awq_autoselect.selection.select_awq_version`);
+2. for each kernel, runs AutoAWQ's real ``from_quantized`` with three narrow hooks in ``awq.models.base`` —
+   the quantization config (so the module class matches the kernel), the weight loader (which converts the
+   packed layout in memory, see :mod:`awq_autoselect.conversion`) and the device probe (so a CPU load is not
+   forced onto IPEX) — then swaps in the kernel's module class where AutoAWQ has none;
+3. probes the result: a short prefill and a one-token forward on the target device, with a few quantized
+   layers compared against weights dequantized in torch straight from the checkpoint;
+4. on failure records the attempt, releases memory and tries the next kernel; a poisoned CUDA context stops
+   the walk with :class:`~awq_autoselect.errors.CudaContextPoisonedError`.
+
+The user's files are only read. The hooks are applied under a process-wide lock and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
+from awq_autoselect.checkpoint import read_checkpoint
+from awq_autoselect.devices import resolve_device
+from awq_autoselect.errors import (
+    AwqAutoselectError,
+    ConversionError,
+    CudaContextPoisonedError,
+    FallbackWarning,
+    KernelFailedError,
+    VersionUnavailableError,
+)
+
+from .hooks import build_model, default_dtype
+from .probe import DEFAULT_PROBE_TOLERANCE, ProbeMismatchError, run_probe
+from .records import Attempt, LoadReport, LoadResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from awq_autoselect.environment import Environment
+    from awq_autoselect.selection import Selection, Workload
+
+__all__ = ["load_dense_baseline", "load_quantized_auto"]
+
+logger = logging.getLogger(__name__)
+
+# Exception types a kernel raises when it cannot run here (AutoAWQ research notes, section 1.8): a missing
+# extension (ImportError / ModuleNotFoundError / AttributeError on a None module), no kernel image
+# (RuntimeError), fused layers without flash-attn (NameError), kernel argument checks (AssertionError,
+# ValueError, NotImplementedError), Triton on CPU tensors (TypeError).
+_KERNEL_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError,
+    ImportError,
+    NameError,
+    AssertionError,
+    ValueError,
+    NotImplementedError,
+    AttributeError,
+    TypeError,
+    KeyError,
+)
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (*_KERNEL_ERRORS, ProbeMismatchError)
+
+
+def _release(device: torch.device) -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _check_cuda_context(device: torch.device, error: BaseException, attempts: list[Attempt]) -> None:
+    """Raise CudaContextPoisonedError when the CUDA context no longer works after ``error``."""
+    import torch
+
+    if device.type != "cuda":
+        return
+    try:
+        torch.cuda.synchronize(device)
+        probe = torch.ones(1, device=device)
+        _ = float((probe + 1).item())
+    except Exception as exc:  # any failure here means the context is gone
+        tried = "; ".join(str(a) for a in attempts)
+        raise CudaContextPoisonedError(
+            f"a CUDA error left this process's CUDA context unusable ({type(error).__name__}: {error}); no more "
+            f"kernels can be tried in this process. Attempts: {tried}. Probe each version in a fresh process "
+            "instead, e.g. `awq-autoselect load PATH --version gemm --json`, then pass the version that works "
+            "to load_quantized_auto(path, version=...)."
+        ) from exc
+
+
+def _fuse_options(kernel: Kernel, fuse_layers: bool | None, device: torch.device, env: Environment) -> list[bool]:
+    if fuse_layers is False or device.type != "cuda" or not CATALOGUE[kernel].fusable:
+        return [False]
+    # AutoAWQ's fused layers need its awq_ext (fused norm) and flash-attn >= 2.6 (AWQ:awq/modules/fused/attn.py).
+    if fuse_layers is None and not (env.available("awq_ext") and env.available("flash_attn")):
+        return [False]
+    return [True, False]
+
+
+def _short(exc: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_quantized_auto(
+    path: str | os.PathLike[str],
+    version: str | Kernel = "auto",
+    *,
+    device: str | torch.device | None = None,
+    fuse_layers: bool | None = None,
+    probe: bool = True,
+    fallback: bool = True,
+    workload: Workload | None = None,
+    selection: Selection | None = None,
+    environment: Environment | None = None,
+    max_seq_len: int | None = None,
+    torch_dtype: torch.dtype | None = None,
+    probe_tolerance: float = DEFAULT_PROBE_TOLERANCE,
+    trust_remote_code: bool = False,
+) -> LoadResult:
+    """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
+
+    Args:
+        path: local checkpoint directory (config.json with an AWQ ``quantization_config`` + safetensors).
+        version: ``"auto"``, or a kernel version to try first (``"gemv"``, ``"gemm"``, ``"torch_int4"``, ...).
+        device: ``"cuda"``, ``"cuda:1"`` or ``"cpu"``; default: the current CUDA device, else CPU.
+        fuse_layers: AutoAWQ's fused layers. ``None``: only where they can work (awq_ext and flash-attn >= 2.6
+            importable); a fused attempt that fails is retried unfused.
+        probe: run the numeric probe after loading (recommended: a load is not proof).
+        fallback: walk the selection's chain when the requested or preferred kernel cannot run. With False, a
+            version that cannot run raises instead.
+        workload: what the model will do (batch size, prompt and output lengths); steers the choice.
+        selection: a ready :class:`~awq_autoselect.selection.Selection` (e.g. planned with
+            ``select_awq_version``); its chain is tried in order, each kernel for real.
+        environment: the kernel-module probe to select with (default: :func:`probe_environment`).
+        max_seq_len: passed to AutoAWQ (fused layers' cache size).
+        torch_dtype: dtype of the non-quantized weights and activations. Default: float16 on CUDA, bfloat16 for
+            torch_int4, float32 on CPU.
+        probe_tolerance: relative error allowed between a probed layer and its float32 reference.
+        trust_remote_code: passed to transformers; off by default.
+
+    Returns:
+        ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
+        kernel used is not the one requested or first chosen.
+
+    Raises:
+        CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
+        UnknownVersionError: ``version`` is not a known kernel name.
+        VersionUnavailableError: ``fallback=False`` and the requested version cannot run here.
+        KernelFailedError: every candidate failed to load or to pass the probe (``.attempts`` lists them).
+        CudaContextPoisonedError: a CUDA error made the context unusable; probe in a fresh process.
+    """
+    started = time.perf_counter()
+    info = read_checkpoint(path)
+    requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
+
+    import torch
+
+    from awq_autoselect.environment import probe_environment
+    from awq_autoselect.selection import select_awq_version
+
+    dev = resolve_device(device)
+    env = environment if environment is not None else probe_environment()
+    if selection is None:
+        capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
+        selection = select_awq_version(
+            info,
+            version=requested,
+            capability=capability,
+            device=dev.type,
+            environment=env,
+            workload=workload,
+            strict=not fallback,
+        )
+    attempts: list[Attempt] = []
+    chain = list(selection.chain)
+    if requested != "auto" and (not chain or chain[0].value != requested):
+        reasons = selection.rejected.get(Kernel(requested), ("not viable here",))
+        attempts.append(Attempt(Kernel(requested), False, "skipped", False, None, "; ".join(reasons)))
+        if not fallback:
+            raise VersionUnavailableError(
+                f"version {requested!r} cannot run here: {'; '.join(reasons)}", requested, tuple(reasons)
+            )
+    if not fallback:
+        chain = chain[:1]
+
+    conversions: list[str] = []
+    for kernel in chain:
+        for fused in _fuse_options(kernel, fuse_layers, dev, env):
+            dtype = torch_dtype or default_dtype(kernel, dev)
+            t0 = time.perf_counter()
+            conversions.clear()
+            model: torch.nn.Module | None = None
+            stage = "load"
+            try:
+                model = build_model(
+                    info,
+                    kernel,
+                    dev,
+                    dtype,
+                    fused=fused,
+                    max_seq_len=max_seq_len,
+                    trust_remote_code=trust_remote_code,
+                    conversions=conversions,
+                )
+                result = None
+                if probe:
+                    stage = "probe"
+                    result = run_probe(model, info, dev, probe_tolerance)
+                    if not result.ok:
+                        raise ProbeMismatchError(result.message)
+            except AwqAutoselectError as exc:
+                if not isinstance(exc, ConversionError):
+                    raise
+                attempts.append(
+                    Attempt(kernel, fused, stage, False, type(exc).__name__, _short(exc), time.perf_counter() - t0)
+                )
+                model = None
+                _release(dev)
+                continue
+            except _RETRYABLE as exc:
+                attempts.append(
+                    Attempt(kernel, fused, stage, False, type(exc).__name__, _short(exc), time.perf_counter() - t0)
+                )
+                logger.info("kernel %s failed at %s: %s", kernel, stage, exc)
+                model = None
+                _release(dev)
+                _check_cuda_context(dev, exc, attempts)
+                continue
+            attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
+            report = LoadReport(
+                path=str(info.path),
+                requested=requested,
+                kernel=kernel,
+                device=str(dev),
+                dtype=str(dtype).replace("torch.", ""),
+                # AutoAWQ skips fusing silently in some setups (no awq_ext): report what was built.
+                fused=any(type(m).__module__.startswith("awq.modules.fused") for m in model.modules()),
+                checkpoint_layout=info.layout,
+                loaded_layout=CATALOGUE[kernel].layout,
+                conversions=tuple(conversions),
+                attempts=tuple(attempts),
+                probe=result,
+                selection=selection,
+                seconds=time.perf_counter() - started,
+            )
+            failed = [a for a in attempts if not a.ok]
+            if failed:
+                warnings.warn(
+                    f"awq_autoselect loaded {info.path.name} with {kernel} instead of {failed[0].kernel}: "
+                    + "; ".join(str(a) for a in failed),
+                    FallbackWarning,
+                    stacklevel=2,
+                )
+            if kernel is Kernel.GEMM_TORCH:
+                logger.info("using the slow torch dequantize path (gemm_torch) for %s", info.path)
+            return LoadResult(model, report)
+    raise KernelFailedError(
+        f"no kernel could load and run {info.path} on {dev}:\n" + "\n".join(f"  - {a}" for a in attempts),
+        attempts,
+    )
+
+
+def load_dense_baseline(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> LoadResult:
+    """The same model with every quantized layer replaced by a dense ``nn.Linear`` of dequantized weights.
+
+    The fp16 baseline for benchmarks: identical shapes and numerics, no int4 kernel.
+    """
+    import torch
+
+    from awq_autoselect._awq import import_awq
+
+    import_awq()
+    from awq.utils.packing_utils import dequantize_gemm
+
+    from awq_autoselect.kernels.gemm import TorchGEMMLinear
+
+    started = time.perf_counter()
+    info = read_checkpoint(path)
+    dev = resolve_device(device)
+    dense_dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
+    conversions: list[str] = []
+    model = build_model(
+        info,
+        Kernel.GEMM_TORCH,
+        dev,
+        dense_dtype,
+        fused=False,
+        max_seq_len=None,
+        trust_remote_code=False,
+        conversions=conversions,
+    )
+    replaced = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, TorchGEMMLinear):
+                weight = dequantize_gemm(child.qweight, child.qzeros, child.scales, 4, child.group_size)
+                linear = torch.nn.Linear(
+                    child.in_features, child.out_features, bias=child.bias is not None, device=dev, dtype=dense_dtype
+                )
+                with torch.no_grad():
+                    linear.weight.copy_(weight.t().to(dense_dtype))
+                    if child.bias is not None:
+                        linear.bias.copy_(child.bias.to(dense_dtype))
+                setattr(parent, child_name, linear)
+                replaced += 1
+    _release(dev)
+    conversions.append(f"{replaced} quantized layers dequantized to dense {dense_dtype} nn.Linear")
+    report = LoadReport(
+        path=str(info.path),
+        requested="fp16" if dense_dtype == torch.float16 else str(dense_dtype).replace("torch.", ""),
+        kernel=None,
+        device=str(dev),
+        dtype=str(dense_dtype).replace("torch.", ""),
+        fused=False,
+        checkpoint_layout=info.layout,
+        loaded_layout=None,
+        conversions=tuple(conversions),
+        attempts=(),
+        probe=None,
+        seconds=time.perf_counter() - started,
+    )
+    return LoadResult(model, report)

@@ -1,0 +1,164 @@
+"""What :func:`~awq_autoselect.loading.load_quantized_auto` reports: every attempt, the probe, the result."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+from awq_autoselect.catalogue import Kernel, Layout
+
+if TYPE_CHECKING:
+    import torch
+
+    from awq_autoselect.selection import Selection
+
+__all__ = ["Attempt", "LayerCheck", "LoadReport", "LoadResult", "ProbeResult", "json_float"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One step of the fallback walk."""
+
+    kernel: Kernel
+    fused: bool
+    stage: str  # "skipped" (rejected before loading), "load", "probe", or "ok"
+    ok: bool
+    error_type: str | None = None
+    message: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kernel": self.kernel.value,
+            "fused": self.fused,
+            "stage": self.stage,
+            "ok": self.ok,
+            "error_type": self.error_type,
+            "message": self.message,
+            "seconds": round(self.seconds, 4),
+        }
+
+    def __str__(self) -> str:
+        fused = " (fused)" if self.fused else ""
+        if self.ok:
+            return f"{self.kernel}{fused}: ok ({self.seconds:.2f} s)"
+        if self.stage == "skipped":
+            return f"{self.kernel}{fused}: not tried: {self.message}"
+        error = f"{self.error_type}: " if self.error_type else ""
+        return f"{self.kernel}{fused}: failed at {self.stage}: {error}{self.message}"
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One quantized layer's output compared with ``x @ dequantize(W).T + b`` computed in float32."""
+
+    name: str
+    rows: int
+    rel_error: float
+    max_abs_error: float
+    finite: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "rel_error": json_float(self.rel_error),
+            "max_abs_error": json_float(self.max_abs_error),
+            "finite": self.finite,
+        }
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The numeric check run after loading."""
+
+    ok: bool
+    tolerance: float
+    checks: tuple[LayerCheck, ...]
+    logits_finite: bool
+    message: str
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((c.rel_error for c in self.checks), default=0.0)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "tolerance": self.tolerance,
+            "max_rel_error": json_float(self.max_rel_error),
+            "logits_finite": self.logits_finite,
+            "message": self.message,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_quantized_auto` did: the request, the result, every attempt and conversion."""
+
+    path: str
+    requested: str
+    kernel: Kernel | None
+    device: str
+    dtype: str
+    fused: bool
+    checkpoint_layout: Layout
+    loaded_layout: Layout | None
+    conversions: tuple[str, ...]
+    attempts: tuple[Attempt, ...]
+    probe: ProbeResult | None
+    selection: Selection | None = field(default=None, compare=False)
+    seconds: float = 0.0
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the kernel used is not the first one tried or requested."""
+        return any(not a.ok for a in self.attempts)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "schema": "awq-autoselect.load/1",
+            "path": self.path,
+            "requested": self.requested,
+            "kernel": self.kernel.value if self.kernel else None,
+            "device": self.device,
+            "dtype": self.dtype,
+            "fused": self.fused,
+            "checkpoint_layout": self.checkpoint_layout.value,
+            "loaded_layout": self.loaded_layout.value if self.loaded_layout else None,
+            "conversions": list(self.conversions),
+            "fell_back": self.fell_back,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "probe": self.probe.to_dict() if self.probe else None,
+            "selection": self.selection.to_dict() if self.selection else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"checkpoint: {self.path} ({self.checkpoint_layout.value} layout)",
+            f"requested:  {self.requested}",
+            f"loaded:     {self.kernel.value if self.kernel else '-'} on {self.device} ({self.dtype}"
+            f"{', fused layers' if self.fused else ''}) in {self.seconds:.1f} s",
+        ]
+        lines += [f"conversion: {c}" for c in self.conversions]
+        lines.append("attempts:")
+        lines += [f"  - {a}" for a in self.attempts]
+        if self.probe is not None:
+            lines.append(f"probe:      {'ok' if self.probe.ok else 'FAILED'}: {self.probe.message}")
+        return "\n".join(lines)
+
+
+class LoadResult(NamedTuple):
+    """``model, report = load_quantized_auto(path)``. ``model`` is AutoAWQ's model wrapper (``.generate()``,
+    ``.model`` is the Hugging Face model)."""
+
+    model: torch.nn.Module
+    report: LoadReport
+
+
+def json_float(value: float) -> float | str:
+    """A float for JSON: finite values as they are, ``inf``/``nan`` as text."""
+    return value if math.isfinite(value) else str(value)
