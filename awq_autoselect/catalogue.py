@@ -17,18 +17,24 @@ V100 (7.0) and every Blackwell GPU (10.x, 12.x) get "no kernel image" from AutoA
 from __future__ import annotations
 
 import enum
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from packaging.specifiers import SpecifierSet
 
 from .capability import ComputeCapability
 from .errors import UnknownVersionError
 
 __all__ = [
     "CATALOGUE",
+    "INT4_OPS",
+    "INT4_OPS_CPU",
     "FailureStage",
     "Kernel",
     "KernelSpec",
     "Layout",
+    "Priority",
     "Regime",
     "get_spec",
     "parse_kernel",
@@ -91,6 +97,25 @@ class FailureStage(str, enum.Enum):
         return self.value
 
 
+@dataclass(frozen=True)
+class Priority:
+    """Published preference per :class:`Regime` (higher is preferred); see docs/selection.md for the sources.
+    Measured trials, where they exist, rank before these (:mod:`awq_autoselect.selection`)."""
+
+    decode: int
+    prefill: int
+    batch: int
+
+    def of(self, regime: Regime) -> int:
+        """The priority for ``regime``."""
+        return {Regime.DECODE: self.decode, Regime.PREFILL: self.prefill, Regime.BATCH: self.batch}[regime]
+
+
+#: The aten ops behind :data:`Kernel.TORCH_INT4` on CUDA, and on CPU (``*_for_cpu``, torch 2.6+).
+INT4_OPS: tuple[str, ...] = ("_weight_int4pack_mm", "_convert_weight_to_int4pack")
+INT4_OPS_CPU: tuple[str, ...] = ("_weight_int4pack_mm_for_cpu", "_convert_weight_to_int4pack_for_cpu")
+
+
 def _cc(text: str) -> ComputeCapability:
     return ComputeCapability.parse(text)
 
@@ -110,7 +135,8 @@ class KernelSpec:
     """One kernel version's contract: what it needs from the machine, the checkpoint and the workload.
 
     Checked in two stages by :mod:`awq_autoselect.selection`: the machine (device, capability, extension
-    module, torch version) once, the checkpoint (bits, group size, zero point, shapes) per call.
+    module, torch version and ops) once, the checkpoint (bits, group size, zero point, shapes) per call. Every
+    requirement the selector checks is a field here; the spec is frozen and hashable.
     """
 
     kernel: Kernel
@@ -125,16 +151,28 @@ class KernelSpec:
     # zero_point settings the kernel stores: {True} kernels also run symmetric weights exactly (zero = 8);
     # {False} (Marlin) cannot represent asymmetric weights.
     zero_point: frozenset[bool]
-    priority: Mapping[Regime, int]  # higher is preferred; see docs/selection.md
+    priority: Priority  # published preference per regime; see docs/selection.md
     failure_stage: FailureStage  # when a missing/broken extension surfaces in plain AutoAWQ
     bits: frozenset[int] = frozenset({4})
-    min_torch: str | None = None
+    torch: SpecifierSet | None = None  # torch versions it needs (None: any torch AutoAWQ runs on)
+    # aten ops it calls, per device type: (("cuda", ops), ("cpu", ops)); checked against the probed torch
+    torch_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the dtype its activations must have, per device type (None: fp16 on CUDA, float32 on the CPU)
+    activation_dtypes: tuple[tuple[str, str], ...] = ()
     in_features_multiple: int = 1
     out_features_multiple: int = 1
     fusable: bool = False  # AutoAWQ's fused layers can use it (they also need awq_ext and flash-attn >= 2.6)
     silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
     caveats: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default=())
+
+    def ops_for(self, device_type: str) -> tuple[str, ...]:
+        """The aten ops this kernel calls on ``device_type`` (empty for none)."""
+        return next((ops for device, ops in self.torch_ops if device == device_type), ())
+
+    def activation_dtype(self, device_type: str) -> str | None:
+        """The dtype its activations must have on ``device_type`` (``"bfloat16"``), or ``None`` for the default."""
+        return next((dtype for device, dtype in self.activation_dtypes if device == device_type), None)
 
     def runs_on(self, capability: ComputeCapability) -> tuple[bool, str]:
         """Whether this kernel has code for a GPU of ``capability``, and if not, why."""
@@ -156,199 +194,204 @@ class KernelSpec:
 
 _GEMM_SOURCES = ("AWQ:awq/modules/linear/gemm.py:18-84,129-130,193", "KRN:awq_ext/quantization/gemm_cuda_gen.cu")
 
-CATALOGUE: dict[Kernel, KernelSpec] = {
-    spec.kernel: spec
-    for spec in (
-        KernelSpec(
-            kernel=Kernel.GEMM,
-            summary="AutoAWQ GEMM, compiled awq_ext kernel (dequantize + cuBLAS for >= 1024 tokens)",
-            module_class="awq.modules.linear.gemm.WQLinear_GEMM",
-            layout=Layout.GEMM,
-            extension="awq_ext",
-            devices=frozenset({"cuda"}),
-            # ldmatrix and mma.m16n8k8 need sm_75 (KRN:gemm_cuda_gen.cu:167-239).
-            min_capability=_cc("7.5"),
-            sass_targets=_AWQ_EXT_IMAGES,
-            # The CUDA gemm checks "Group size should be a multiple of 32" (KRN:gemm_cuda_gen.cu:1258-1264).
-            group_sizes=frozenset({-1, 32, 64, 128, 256}),
-            zero_point=frozenset({True}),  # AWQ:gemm.py:193 asserts zeros is not None
-            out_features_multiple=64,  # "OC is not multiple of cta_N = 64" (KRN:gemm_cuda_gen.cu:1258)
-            priority={Regime.DECODE: 60, Regime.PREFILL: 80, Regime.BATCH: 85},
-            failure_stage=FailureStage.FIRST_FORWARD,
-            fusable=True,
-            sources=(*_GEMM_SOURCES, "AWQ:README.md:92-98 'good with large contexts'"),
-        ),
-        KernelSpec(
-            kernel=Kernel.GEMM_TRITON,
-            summary="AutoAWQ GEMM through its Triton kernel (what GEMM runs when awq_ext cannot import)",
-            module_class="awq_autoselect._modules.TritonGEMMLinear",
-            layout=Layout.GEMM,
-            extension="triton",
-            devices=frozenset({"cuda"}),
-            # Triton's README lists NVIDIA compute capability 8.0+ as supported; it JIT-compiles locally.
-            min_capability=_cc("8.0"),
-            sass_targets=None,
-            # AWQ:awq/modules/triton/gemm.py:21,270,331 assert group_size in [-1, 32, 64, 128] or == K.
-            group_sizes=frozenset({-1, 32, 64, 128}),
-            zero_point=frozenset({True}),
-            priority={Regime.DECODE: 50, Regime.PREFILL: 75, Regime.BATCH: 80},
-            failure_stage=FailureStage.FIRST_FORWARD,
-            caveats=("H200: 7.7 ms of GPU time per decode token for a 7B Llama, slower than fp16 (3.7 ms)",),
-            sources=(*_GEMM_SOURCES, "AWQ:awq/modules/triton/gemm.py", "H200: research/h200-measurements.md"),
-        ),
-        KernelSpec(
-            kernel=Kernel.GEMM_TORCH,
-            summary="Dequantize the GEMM-layout weights in torch, then torch.matmul (any device, slow)",
-            module_class="awq_autoselect._modules.TorchGEMMLinear",
-            layout=Layout.GEMM,
-            extension=None,
-            devices=frozenset({"cuda", "cpu", "xpu", "mps"}),
-            min_capability=None,
-            sass_targets=None,
-            group_sizes=None,
-            zero_point=frozenset({True}),
-            priority={Regime.DECODE: 10, Regime.PREFILL: 10, Regime.BATCH: 10},
-            failure_stage=FailureStage.NEVER,
-            caveats=("dequantizes every weight on every forward: correct everywhere, fast nowhere",),
-            sources=("AWQ:awq/modules/linear/gemm.py:78-84 (naive branch)", "AWQ:awq/utils/packing_utils.py:87"),
-        ),
-        KernelSpec(
-            kernel=Kernel.GEMV,
-            summary="AutoAWQ GEMV (awq_ext): fastest AutoAWQ decode at batch 1, slow prefill",
-            module_class="awq.modules.linear.gemv.WQLinear_GEMV",
-            layout=Layout.GEMV,
-            extension="awq_ext",
-            devices=frozenset({"cuda"}),
-            min_capability=_cc("7.5"),  # gemmv2 (rows > 8) uses ldmatrix/mma; wheel images start at sm_75
-            sass_targets=_AWQ_EXT_IMAGES,
-            # KRN:gemv_cuda.cu:229-247 instantiate 64 and 128 only; other sizes return torch::empty garbage.
-            group_sizes=frozenset({64, 128}),
-            zero_point=frozenset({True}),
-            # README "20% faster than GEMM, only batch size 1 (not good for large context)"; v0.1.6 tables:
-            # GEMV prefill about 10x slower than GEMM; "avoid" at batch 8.
-            priority={Regime.DECODE: 90, Regime.PREFILL: 25, Regime.BATCH: 5},
-            failure_stage=FailureStage.FIRST_FORWARD,  # AWQ:gemv.py:158-159 ModuleNotFoundError in forward
-            silent_failure="group sizes other than 64/128 return uninitialised memory (KRN:gemv_cuda.cu:229-247)",
-            caveats=(
-                "loads weights past the row end when in_features is not a multiple of 1024 (e.g. 11008); "
-                "usually hidden by allocator slack, an illegal memory access when not (H200)",
+CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
+    {
+        spec.kernel: spec
+        for spec in (
+            KernelSpec(
+                kernel=Kernel.GEMM,
+                summary="AutoAWQ GEMM, compiled awq_ext kernel (dequantize + cuBLAS for >= 1024 tokens)",
+                module_class="awq.modules.linear.gemm.WQLinear_GEMM",
+                layout=Layout.GEMM,
+                extension="awq_ext",
+                devices=frozenset({"cuda"}),
+                # ldmatrix and mma.m16n8k8 need sm_75 (KRN:gemm_cuda_gen.cu:167-239).
+                min_capability=_cc("7.5"),
+                sass_targets=_AWQ_EXT_IMAGES,
+                # The CUDA gemm checks "Group size should be a multiple of 32" (KRN:gemm_cuda_gen.cu:1258-1264).
+                group_sizes=frozenset({-1, 32, 64, 128, 256}),
+                zero_point=frozenset({True}),  # AWQ:gemm.py:193 asserts zeros is not None
+                out_features_multiple=64,  # "OC is not multiple of cta_N = 64" (KRN:gemm_cuda_gen.cu:1258)
+                priority=Priority(decode=60, prefill=80, batch=85),
+                failure_stage=FailureStage.FIRST_FORWARD,
+                fusable=True,
+                sources=(*_GEMM_SOURCES, "AWQ:README.md:92-98 'good with large contexts'"),
             ),
-            sources=("AWQ:awq/modules/linear/gemv.py:12-24,158-180", "KRN:awq_ext/quantization/gemv_cuda.cu"),
-        ),
-        KernelSpec(
-            kernel=Kernel.GEMV_FAST,
-            summary="AutoAWQ GEMV_fast (awq_v2_ext): decode kernel for batch < 8 plus a prefill GEMM",
-            module_class="awq.modules.linear.gemv_fast.WQLinear_GEMVFast",
-            layout=Layout.GEMV_FAST,
-            extension="awq_v2_ext",
-            devices=frozenset({"cuda"}),
-            # cp.async + mma.m16n8k16 without arch guards (KRN:quantization_new/gemm/gemm_cuda.cu:114,124).
-            min_capability=_cc("8.0"),
-            sass_targets=_AWQ_V2_EXT_IMAGES,
-            # decode throws for other sizes; prefill hard-codes G = 128 and is silently wrong otherwise.
-            group_sizes=frozenset({128}),
-            zero_point=frozenset({True}),
-            in_features_multiple=64,  # rows interleaved with kstride 64 (AWQ:gemv_fast.py:26-65)
-            out_features_multiple=4,
-            priority={Regime.DECODE: 95, Regime.PREFILL: 90, Regime.BATCH: 90},  # PR #365 (RTX 4090)
-            failure_stage=FailureStage.FIRST_FORWARD,  # AWQ:gemv_fast.py:187-188
-            silent_failure="prefill hard-codes group size 128 (KRN:quantization_new/gemm/gemm_cuda.cu)",
-            caveats=("fp16 activations only: bf16 input fails in data_ptr<at::Half>()",),
-            sources=("AWQ:awq/modules/linear/gemv_fast.py", "KRN:awq_ext/quantization_new/"),
-        ),
-        KernelSpec(
-            kernel=Kernel.MARLIN,
-            summary="Marlin (IST-DASLab marlin_cuda): symmetric int4, fast at every batch size up to ~32",
-            module_class="awq.modules.linear.marlin.WQLinear_Marlin",
-            layout=Layout.MARLIN,
-            extension="marlin_cuda",  # built from IST-DASLab/marlin; not in autoawq-kernels
-            devices=frozenset({"cuda"}),
-            min_capability=_cc("8.0"),  # MARLIN:README.md:65; cp.async/mma.m16n8k16 unguarded
-            sass_targets=None,  # the user builds it for the local GPU
-            group_sizes=frozenset({-1, 128}),  # only these are instantiated (MARLIN:marlin_cuda_kernel.cu:801-812)
-            zero_point=frozenset({False}),  # no zeros: AWQ:marlin.py:111 asserts zeros is None
-            in_features_multiple=128,
-            out_features_multiple=256,
-            priority={Regime.DECODE: 100, Regime.PREFILL: 100, Regime.BATCH: 100},
-            failure_stage=FailureStage.FIRST_FORWARD,  # AWQ:marlin.py:177-178
-            sources=("AWQ:awq/modules/linear/marlin.py", "MARLIN:README.md"),
-        ),
-        KernelSpec(
-            kernel=Kernel.EXLLAMA,
-            summary="ExLlama v1 (exl_ext) on GEMM-layout weights, repacked at load",
-            module_class="awq.modules.linear.exllama.WQLinear_Exllama",
-            layout=Layout.GEMM,
-            extension="exl_ext",
-            devices=frozenset({"cuda"}),
-            min_capability=_cc("7.5"),  # source is sm_60+ capable, but the wheel only carries sm_75+
-            sass_targets=_AWQ_EXT_IMAGES,
-            group_sizes=None,  # any group size that divides in_features
-            zero_point=frozenset({True}),
-            priority={Regime.DECODE: 70, Regime.PREFILL: 70, Regime.BATCH: 60},
-            # post_init calls exl_ext.make_q4 -> AttributeError on None at load (AWQ:exllama.py:73)
-            failure_stage=FailureStage.LOAD,
-            sources=("AWQ:awq/modules/linear/exllama.py", "KRN:awq_ext/exllama/exllama_ext.cpp"),
-        ),
-        KernelSpec(
-            kernel=Kernel.EXLLAMAV2,
-            summary="ExLlamaV2 (exlv2_ext) on GEMM-layout weights, repacked at load",
-            module_class="awq.modules.linear.exllamav2.WQLinear_ExllamaV2",
-            layout=Layout.GEMM,
-            extension="exlv2_ext",
-            devices=frozenset({"cuda"}),
-            min_capability=_cc("7.5"),
-            sass_targets=_AWQ_EXT_IMAGES,
-            # group size is recomputed as a power of two >= K/groups (KRN:exllamav2/cuda/q_matrix.cu:88-89)
-            group_sizes=frozenset({-1, 32, 64, 128, 256}),
-            zero_point=frozenset({True}),
-            in_features_multiple=32,
-            out_features_multiple=32,
-            # PR #313: decode ~19% faster than GEMM at bs1, prefill 2x for context > 512, 0% at bs8.
-            priority={Regime.DECODE: 85, Regime.PREFILL: 95, Regime.BATCH: 70},
-            failure_stage=FailureStage.LOAD,  # make_q_matrix on None at load (AWQ:exllamav2.py:78)
-            sources=("AWQ:awq/modules/linear/exllamav2.py", "KRN:awq_ext/exllamav2/"),
-        ),
-        KernelSpec(
-            kernel=Kernel.IPEX,
-            summary="Intel Extension for PyTorch weight-only int4 (CPU/XPU), repacked at the first forward",
-            module_class="awq.modules.linear.gemm_ipex.WQLinear_IPEX",
-            layout=Layout.GEMM,
-            extension="intel_extension_for_pytorch",
-            devices=frozenset({"cpu", "xpu"}),  # post_init asserts cpu/xpu (AWQ:gemm_ipex.py:69)
-            min_capability=None,
-            sass_targets=None,
-            group_sizes=None,  # whatever IPEX accepts: not documented by AutoAWQ
-            zero_point=frozenset({True}),
-            min_torch=None,  # each IPEX release needs its own torch minor version (checked by the probe)
-            priority={Regime.DECODE: 40, Regime.PREFILL: 40, Regime.BATCH: 40},
-            failure_stage=FailureStage.LOAD,  # ImportError / AssertionError in from_quantized
-            sources=("AWQ:awq/modules/linear/gemm_ipex.py", "AWQ:awq/models/base.py:504-511"),
-        ),
-        KernelSpec(
-            kernel=Kernel.TORCH_INT4,
-            summary="PyTorch's int4 weight-only matmul (aten._weight_int4pack_mm, 'tinygemm'), bf16",
-            module_class="awq_autoselect._torch_int4.TorchInt4Linear",
-            layout=Layout.GEMM,
-            extension=None,
-            devices=frozenset({"cuda", "cpu"}),
-            # tinygemm's CUDA kernel uses bf16 mma: compute capability 8.0+ (torch/ao docs).
-            min_capability=_cc("8.0"),
-            sass_targets=None,  # ships inside torch, built for torch's own arch list
-            group_sizes=frozenset({32, 64, 128, 256}),
-            zero_point=frozenset({True}),
-            min_torch="2.6",  # uint8 [N, K/2] pack input since 2.5; the *_for_cpu ops since 2.6
-            in_features_multiple=128,  # K must be a multiple of innerKTiles * 16 (innerKTiles = 8 here)
-            out_features_multiple=8,
-            priority={Regime.DECODE: 80, Regime.PREFILL: 60, Regime.BATCH: 50},
-            failure_stage=FailureStage.LOAD,  # awq_autoselect repacks at load; errors surface there
-            caveats=(
-                "scales and zeros are held in bf16: dequantized weights match AWQ's (q - z) * s up to bf16 "
-                "rounding (docs/torch-int4.md)",
+            KernelSpec(
+                kernel=Kernel.GEMM_TRITON,
+                summary="AutoAWQ GEMM through its Triton kernel (what GEMM runs when awq_ext cannot import)",
+                module_class="awq_autoselect._modules.TritonGEMMLinear",
+                layout=Layout.GEMM,
+                extension="triton",
+                devices=frozenset({"cuda"}),
+                # Triton's README lists NVIDIA compute capability 8.0+ as supported; it JIT-compiles locally.
+                min_capability=_cc("8.0"),
+                sass_targets=None,
+                # AWQ:awq/modules/triton/gemm.py:21,270,331 assert group_size in [-1, 32, 64, 128] or == K.
+                group_sizes=frozenset({-1, 32, 64, 128}),
+                zero_point=frozenset({True}),
+                priority=Priority(decode=50, prefill=75, batch=80),
+                failure_stage=FailureStage.FIRST_FORWARD,
+                caveats=("H200: 7.7 ms of GPU time per decode token for a 7B Llama, slower than fp16 (3.7 ms)",),
+                sources=(*_GEMM_SOURCES, "AWQ:awq/modules/triton/gemm.py", "H200: research/h200-measurements.md"),
             ),
-            sources=("H200: research/h200-measurements.md (2.3 ms/token vs 7.7 ms Triton GEMM)",),
-        ),
-    )
-}
+            KernelSpec(
+                kernel=Kernel.GEMM_TORCH,
+                summary="Dequantize the GEMM-layout weights in torch, then torch.matmul (any device, slow)",
+                module_class="awq_autoselect._modules.TorchGEMMLinear",
+                layout=Layout.GEMM,
+                extension=None,
+                devices=frozenset({"cuda", "cpu", "xpu", "mps"}),
+                min_capability=None,
+                sass_targets=None,
+                group_sizes=None,
+                zero_point=frozenset({True}),
+                priority=Priority(decode=10, prefill=10, batch=10),
+                failure_stage=FailureStage.NEVER,
+                caveats=("dequantizes every weight on every forward: correct everywhere, fast nowhere",),
+                sources=("AWQ:awq/modules/linear/gemm.py:78-84 (naive branch)", "AWQ:awq/utils/packing_utils.py:87"),
+            ),
+            KernelSpec(
+                kernel=Kernel.GEMV,
+                summary="AutoAWQ GEMV (awq_ext): fastest AutoAWQ decode at batch 1, slow prefill",
+                module_class="awq.modules.linear.gemv.WQLinear_GEMV",
+                layout=Layout.GEMV,
+                extension="awq_ext",
+                devices=frozenset({"cuda"}),
+                min_capability=_cc("7.5"),  # gemmv2 (rows > 8) uses ldmatrix/mma; wheel images start at sm_75
+                sass_targets=_AWQ_EXT_IMAGES,
+                # KRN:gemv_cuda.cu:229-247 instantiate 64 and 128 only; other sizes return torch::empty garbage.
+                group_sizes=frozenset({64, 128}),
+                zero_point=frozenset({True}),
+                # README "20% faster than GEMM, only batch size 1 (not good for large context)"; v0.1.6 tables:
+                # GEMV prefill about 10x slower than GEMM; "avoid" at batch 8.
+                priority=Priority(decode=90, prefill=25, batch=5),
+                failure_stage=FailureStage.FIRST_FORWARD,  # AWQ:gemv.py:158-159 ModuleNotFoundError in forward
+                silent_failure="group sizes other than 64/128 return uninitialised memory (KRN:gemv_cuda.cu:229-247)",
+                caveats=(
+                    "loads weights past the row end when in_features is not a multiple of 1024 (e.g. 11008); "
+                    "usually hidden by allocator slack, an illegal memory access when not (H200)",
+                ),
+                sources=("AWQ:awq/modules/linear/gemv.py:12-24,158-180", "KRN:awq_ext/quantization/gemv_cuda.cu"),
+            ),
+            KernelSpec(
+                kernel=Kernel.GEMV_FAST,
+                summary="AutoAWQ GEMV_fast (awq_v2_ext): decode kernel for batch < 8 plus a prefill GEMM",
+                module_class="awq.modules.linear.gemv_fast.WQLinear_GEMVFast",
+                layout=Layout.GEMV_FAST,
+                extension="awq_v2_ext",
+                devices=frozenset({"cuda"}),
+                # cp.async + mma.m16n8k16 without arch guards (KRN:quantization_new/gemm/gemm_cuda.cu:114,124).
+                min_capability=_cc("8.0"),
+                sass_targets=_AWQ_V2_EXT_IMAGES,
+                # decode throws for other sizes; prefill hard-codes G = 128 and is silently wrong otherwise.
+                group_sizes=frozenset({128}),
+                zero_point=frozenset({True}),
+                in_features_multiple=64,  # rows interleaved with kstride 64 (AWQ:gemv_fast.py:26-65)
+                out_features_multiple=4,
+                priority=Priority(decode=95, prefill=90, batch=90),  # PR #365 (RTX 4090)
+                failure_stage=FailureStage.FIRST_FORWARD,  # AWQ:gemv_fast.py:187-188
+                silent_failure="prefill hard-codes group size 128 (KRN:quantization_new/gemm/gemm_cuda.cu)",
+                caveats=("fp16 activations only: bf16 input fails in data_ptr<at::Half>()",),
+                sources=("AWQ:awq/modules/linear/gemv_fast.py", "KRN:awq_ext/quantization_new/"),
+            ),
+            KernelSpec(
+                kernel=Kernel.MARLIN,
+                summary="Marlin (IST-DASLab marlin_cuda): symmetric int4, fast at every batch size up to ~32",
+                module_class="awq.modules.linear.marlin.WQLinear_Marlin",
+                layout=Layout.MARLIN,
+                extension="marlin_cuda",  # built from IST-DASLab/marlin; not in autoawq-kernels
+                devices=frozenset({"cuda"}),
+                min_capability=_cc("8.0"),  # MARLIN:README.md:65; cp.async/mma.m16n8k16 unguarded
+                sass_targets=None,  # the user builds it for the local GPU
+                group_sizes=frozenset({-1, 128}),  # only these are instantiated (MARLIN:marlin_cuda_kernel.cu:801-812)
+                zero_point=frozenset({False}),  # no zeros: AWQ:marlin.py:111 asserts zeros is None
+                in_features_multiple=128,
+                out_features_multiple=256,
+                priority=Priority(decode=100, prefill=100, batch=100),
+                failure_stage=FailureStage.FIRST_FORWARD,  # AWQ:marlin.py:177-178
+                sources=("AWQ:awq/modules/linear/marlin.py", "MARLIN:README.md"),
+            ),
+            KernelSpec(
+                kernel=Kernel.EXLLAMA,
+                summary="ExLlama v1 (exl_ext) on GEMM-layout weights, repacked at load",
+                module_class="awq.modules.linear.exllama.WQLinear_Exllama",
+                layout=Layout.GEMM,
+                extension="exl_ext",
+                devices=frozenset({"cuda"}),
+                min_capability=_cc("7.5"),  # source is sm_60+ capable, but the wheel only carries sm_75+
+                sass_targets=_AWQ_EXT_IMAGES,
+                group_sizes=None,  # any group size that divides in_features
+                zero_point=frozenset({True}),
+                priority=Priority(decode=70, prefill=70, batch=60),
+                # post_init calls exl_ext.make_q4 -> AttributeError on None at load (AWQ:exllama.py:73)
+                failure_stage=FailureStage.LOAD,
+                sources=("AWQ:awq/modules/linear/exllama.py", "KRN:awq_ext/exllama/exllama_ext.cpp"),
+            ),
+            KernelSpec(
+                kernel=Kernel.EXLLAMAV2,
+                summary="ExLlamaV2 (exlv2_ext) on GEMM-layout weights, repacked at load",
+                module_class="awq.modules.linear.exllamav2.WQLinear_ExllamaV2",
+                layout=Layout.GEMM,
+                extension="exlv2_ext",
+                devices=frozenset({"cuda"}),
+                min_capability=_cc("7.5"),
+                sass_targets=_AWQ_EXT_IMAGES,
+                # group size is recomputed as a power of two >= K/groups (KRN:exllamav2/cuda/q_matrix.cu:88-89)
+                group_sizes=frozenset({-1, 32, 64, 128, 256}),
+                zero_point=frozenset({True}),
+                in_features_multiple=32,
+                out_features_multiple=32,
+                # PR #313: decode ~19% faster than GEMM at bs1, prefill 2x for context > 512, 0% at bs8.
+                priority=Priority(decode=85, prefill=95, batch=70),
+                failure_stage=FailureStage.LOAD,  # make_q_matrix on None at load (AWQ:exllamav2.py:78)
+                sources=("AWQ:awq/modules/linear/exllamav2.py", "KRN:awq_ext/exllamav2/"),
+            ),
+            KernelSpec(
+                kernel=Kernel.IPEX,
+                summary="Intel Extension for PyTorch weight-only int4 (CPU/XPU), repacked at the first forward",
+                module_class="awq.modules.linear.gemm_ipex.WQLinear_IPEX",
+                layout=Layout.GEMM,
+                extension="intel_extension_for_pytorch",
+                devices=frozenset({"cpu", "xpu"}),  # post_init asserts cpu/xpu (AWQ:gemm_ipex.py:69)
+                min_capability=None,
+                sass_targets=None,
+                group_sizes=None,  # whatever IPEX accepts: not documented by AutoAWQ
+                zero_point=frozenset({True}),
+                # each IPEX release needs its own torch minor version (checked by the probe)
+                priority=Priority(decode=40, prefill=40, batch=40),
+                failure_stage=FailureStage.LOAD,  # ImportError / AssertionError in from_quantized
+                sources=("AWQ:awq/modules/linear/gemm_ipex.py", "AWQ:awq/models/base.py:504-511"),
+            ),
+            KernelSpec(
+                kernel=Kernel.TORCH_INT4,
+                summary="PyTorch's int4 weight-only matmul (aten._weight_int4pack_mm, 'tinygemm'), bf16",
+                module_class="awq_autoselect._torch_int4.TorchInt4Linear",
+                layout=Layout.GEMM,
+                extension=None,
+                devices=frozenset({"cuda", "cpu"}),
+                # tinygemm's CUDA kernel uses bf16 mma: compute capability 8.0+ (torch/ao docs).
+                min_capability=_cc("8.0"),
+                sass_targets=None,  # ships inside torch, built for torch's own arch list
+                group_sizes=frozenset({32, 64, 128, 256}),
+                zero_point=frozenset({True}),
+                torch=SpecifierSet(">=2.6"),  # uint8 [N, K/2] pack input since 2.5; the *_for_cpu ops since 2.6
+                torch_ops=(("cuda", INT4_OPS), ("cpu", INT4_OPS_CPU)),
+                # tinygemm on CUDA takes bf16 activations only (torch 2.11); the CPU kernel takes bf16/fp16/fp32.
+                activation_dtypes=(("cuda", "bfloat16"), ("cpu", "bfloat16")),
+                in_features_multiple=128,  # K must be a multiple of innerKTiles * 16 (innerKTiles = 8 here)
+                out_features_multiple=8,
+                priority=Priority(decode=80, prefill=60, batch=50),
+                failure_stage=FailureStage.LOAD,  # awq_autoselect repacks at load; errors surface there
+                caveats=(
+                    "scales and zeros are held in bf16: dequantized weights match AWQ's (q - z) * s up to bf16 "
+                    "rounding (docs/torch-int4.md)",
+                ),
+                sources=("H200: research/h200-measurements.md (2.3 ms/token vs 7.7 ms Triton GEMM)",),
+            ),
+        )
+    }
+)
 
 
 def parse_kernel(name: str | Kernel) -> Kernel:

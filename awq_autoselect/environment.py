@@ -34,11 +34,15 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .catalogue import CATALOGUE, Kernel, parse_kernel
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ._packages import dist_version, release, satisfies
+from .catalogue import CATALOGUE, INT4_OPS, INT4_OPS_CPU, Kernel, parse_kernel
 from .errors import InvalidArgumentError
 
 __all__ = [
     "AUTOAWQ_KERNELS_BUILDS",
+    "CATALOGUE_OPS",
     "DEFAULT_ASSUMED_CUDA",
     "DEFAULT_ASSUMED_TORCH",
     "INT4_OPS",
@@ -73,9 +77,10 @@ KNOWN_MODULES: tuple[str, ...] = (
     INT4_MODULE,
 )
 
-#: The aten ops behind :data:`~awq_autoselect.catalogue.Kernel.TORCH_INT4` on CUDA, and on CPU.
-INT4_OPS: tuple[str, ...] = ("_weight_int4pack_mm", "_convert_weight_to_int4pack")
-INT4_OPS_CPU: tuple[str, ...] = ("_weight_int4pack_mm_for_cpu", "_convert_weight_to_int4pack_for_cpu")
+#: Every aten op a catalogue kernel calls (:attr:`KernelSpec.torch_ops`): the ones the probe looks for.
+CATALOGUE_OPS: tuple[str, ...] = tuple(
+    sorted({op for spec in CATALOGUE.values() for _, ops in spec.torch_ops for op in ops})
+)
 
 #: autoawq-kernels release -> (torch it was built with, CUDA toolkit). Source: the release workflow of
 #: casper-hansen/AutoAWQ_kernels (``torch==2.5.1``, ``cuda: ["12.4.1"]`` for 0.0.9) and the wheel's
@@ -117,7 +122,6 @@ _PROVIDERS: dict[str, tuple[str | None, str]] = {
 
 _FLASH_ATTN_MIN = (2, 6)  # AutoAWQ 0.2.9's fused attention passes softcap=, added in flash-attn 2.6.0
 _IPEX_MIN = (2, 4)  # WQLinear_IPEX needs IPEXWeightOnlyQuantizedLinear.from_weight (autoawq[cpu] pins >= 2.4)
-_INT4_CPU_TORCH = "2.6"
 
 
 class ModuleState(str, enum.Enum):
@@ -181,6 +185,7 @@ class Environment:
     triton_version: str | None
     modules: Mapping[str, ModuleStatus]
     torch_error: str | None = None  # why torch does not import, when it does not
+    torch_ops: frozenset[str] = frozenset()  # the aten ops of the catalogue's kernels that this torch has
     assumed: bool = False
 
     def module(self, name: str) -> ModuleStatus:
@@ -287,13 +292,8 @@ class Environment:
             InvalidArgumentError: a module name is not one of :data:`KNOWN_MODULES`.
         """
         chosen = list(CATALOGUE) if kernels is None else [parse_kernel(k) for k in kernels]
-        wanted: set[str] = set()
-        for kernel in chosen:
-            extension = CATALOGUE[kernel].extension
-            if extension is not None:
-                wanted.add(extension)
-            if kernel is Kernel.TORCH_INT4:
-                wanted.add(INT4_MODULE)
+        wanted = {CATALOGUE[kernel].extension for kernel in chosen} - {None}
+        assumed_ops = _assumed_ops(torch_version)
         for name in modules:
             if name not in KNOWN_MODULES:
                 raise InvalidArgumentError(
@@ -303,7 +303,7 @@ class Environment:
         statuses: dict[str, ModuleStatus] = {}
         for name in KNOWN_MODULES:
             if name == INT4_MODULE:
-                statuses[name] = _assumed_int4(torch_version, named=name in wanted)
+                statuses[name] = _int4_status(torch_version, assumed_ops, assumed=True)
             elif name in wanted:
                 statuses[name] = ModuleStatus(name, ModuleState.OK, None, "assumed installed")
             else:
@@ -323,6 +323,7 @@ class Environment:
             transformers_version=None,
             triton_version=None,
             modules=types.MappingProxyType(statuses),
+            torch_ops=assumed_ops,
             assumed=True,
         )
 
@@ -336,42 +337,13 @@ def _python_version() -> str:
     return ".".join(str(part) for part in sys.version_info[:3])
 
 
-def _release(version: str | None) -> tuple[int, ...]:
-    """The numeric release of a version string: ``"2.13.0+cpu"`` -> ``(2, 13, 0)``; ``()`` if none."""
-    if not version:
-        return ()
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-    if match is None:
-        return ()
-    return tuple(int(part) for part in match.group(1).split("."))
-
-
-def _assumed_int4(torch_version: str, *, named: bool) -> ModuleStatus:
-    if named or _release(torch_version)[:2] >= _release(_INT4_CPU_TORCH):
-        return ModuleStatus(
-            INT4_MODULE,
-            ModuleState.OK,
-            torch_version,
-            f"assumed: ships with torch {torch_version}",
-            frozenset(INT4_OPS + INT4_OPS_CPU),
-        )
-    return ModuleStatus(
-        INT4_MODULE,
-        ModuleState.VERSION_MISMATCH,
-        torch_version,
-        f"torch {torch_version} is older than {_INT4_CPU_TORCH}: its int4 ops take another weight format "
-        "and have no CPU variant",
-    )
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    except Exception as exc:  # a broken dist-info must not break the probe
-        logger.debug("cannot read the version of %s: %s", name, exc)
-        return None
+def _assumed_ops(torch_version: str) -> frozenset[str]:
+    """The aten ops of every catalogue kernel whose torch range ``torch_version`` is in: they ship with torch."""
+    ops: set[str] = set()
+    for spec in CATALOGUE.values():
+        if spec.torch_ops and (spec.torch is None or satisfies(torch_version, spec.torch)):
+            ops.update(op for _, names in spec.torch_ops for op in names)
+    return frozenset(ops)
 
 
 def _kernels_build(kernels_version: str | None) -> tuple[str | None, str | None]:
@@ -379,7 +351,7 @@ def _kernels_build(kernels_version: str | None) -> tuple[str | None, str | None]
     torch_built: str | None = None
     cuda_built: str | None = None
     if kernels_version is not None:
-        known = AUTOAWQ_KERNELS_BUILDS.get(kernels_version.split("+")[0])
+        known = AUTOAWQ_KERNELS_BUILDS.get(".".join(map(str, release(kernels_version))))
         if known is not None:
             torch_built, cuda_built = known
         # The wheel requires torch>={the torch it was built with} (KRN:setup.py:15,64).
@@ -387,10 +359,14 @@ def _kernels_build(kernels_version: str | None) -> tuple[str | None, str | None]
             requires = importlib.metadata.requires(_KERNELS_WHEEL) or []
         except Exception:
             requires = []
-        for requirement in requires:
-            match = re.match(r"\s*torch\s*>=\s*([0-9][0-9.]*)", requirement)
-            if match:
-                torch_built = match.group(1)
+        for text in requires:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if requirement.name == "torch":
+                floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+                torch_built = floors[0] if floors else torch_built
     return torch_built, cuda_built
 
 
@@ -410,7 +386,7 @@ class _TorchInfo:
     cuda: str | None = None
     hip: str | None = None
     error: str | None = None
-    int4_ops: frozenset[str] = field(default_factory=frozenset)
+    ops: frozenset[str] = field(default_factory=frozenset)  # the catalogue's aten ops this torch has
 
 
 def _probe_torch() -> _TorchInfo:
@@ -422,31 +398,42 @@ def _probe_torch() -> _TorchInfo:
             import torch
     except (Exception, SystemExit) as exc:
         return _TorchInfo(error=f"{type(exc).__name__}: {exc}")
-    ops = frozenset(op for op in INT4_OPS + INT4_OPS_CPU if hasattr(torch.ops.aten, op))
+    ops = frozenset(op for op in CATALOGUE_OPS if hasattr(torch.ops.aten, op))
     return _TorchInfo(
         version=str(torch.__version__),
         cuda=getattr(torch.version, "cuda", None),
         hip=getattr(torch.version, "hip", None),
-        int4_ops=ops,
+        ops=ops,
     )
 
 
-def _int4_status(info: _TorchInfo) -> ModuleStatus:
-    if info.version is None:
-        return ModuleStatus(INT4_MODULE, ModuleState.NEEDS_TORCH, None, f"torch does not import: {info.error}")
-    present = sorted(info.int4_ops)
-    missing = [op for op in INT4_OPS + INT4_OPS_CPU if op not in info.int4_ops]
-    if all(op in info.int4_ops for op in INT4_OPS):
-        reason = "aten ops present: " + ", ".join(present)
+def _int4_status(
+    torch_version: str | None, ops: frozenset[str], *, assumed: bool = False, error: str = ""
+) -> ModuleStatus:
+    """The ``torch.int4pack`` pseudo-module: whether this torch has tinygemm's ops (CUDA, and the CPU twins)."""
+    if torch_version is None:
+        return ModuleStatus(INT4_MODULE, ModuleState.NEEDS_TORCH, None, f"torch does not import: {error}")
+    spec = CATALOGUE[Kernel.TORCH_INT4]
+    cuda_ops, cpu_ops = spec.ops_for("cuda"), spec.ops_for("cpu")
+    present = frozenset(op for op in (*cuda_ops, *cpu_ops) if op in ops)
+    missing = [op for op in (*cuda_ops, *cpu_ops) if op not in ops]
+    needed = f"torch {spec.torch}" if spec.torch is not None else "a newer torch"
+    if all(op in ops for op in cuda_ops):
+        reason = (
+            f"assumed: ships with torch {torch_version}"
+            if assumed
+            else "aten ops present: " + ", ".join(sorted(present))
+        )
         if missing:
-            reason += f"; missing: {', '.join(missing)} (CPU variants need torch >= {_INT4_CPU_TORCH})"
-        return ModuleStatus(INT4_MODULE, ModuleState.OK, info.version, reason, info.int4_ops)
+            reason += f"; missing: {', '.join(missing)} (CPU variants need {needed})"
+        return ModuleStatus(INT4_MODULE, ModuleState.OK, torch_version, reason, present)
     return ModuleStatus(
         INT4_MODULE,
         ModuleState.VERSION_MISMATCH,
-        info.version,
-        f"torch {info.version} lacks aten.{', aten.'.join(missing)}: upgrade torch to >= {_INT4_CPU_TORCH}",
-        info.int4_ops,
+        torch_version,
+        f"torch {torch_version} lacks aten.{', aten.'.join(missing)}: its int4 ops take another weight format; "
+        f"upgrade to {needed}",
+        present,
     )
 
 
@@ -556,7 +543,7 @@ def _probe_module(
     distribution = _PROVIDERS.get(name, (None, ""))[0]
     version = kernels_version if distribution == _KERNELS_WHEEL else None
     if version is None and distribution is not None:
-        version = _dist_version(distribution)
+        version = dist_version(distribution)
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as exc:
@@ -609,7 +596,7 @@ def _check_imported(name: str, module: types.ModuleType, version: str | None) ->
                 version,
                 f"triton {version} has no tl.interleave, which AutoAWQ's Triton GEMM uses: upgrade triton (>= 3.0)",
             )
-    if name == "flash_attn" and version is not None and _release(version)[:2] < _FLASH_ATTN_MIN:
+    if name == "flash_attn" and version is not None and release(version)[:2] < _FLASH_ATTN_MIN:
         return ModuleStatus(
             name,
             ModuleState.VERSION_MISMATCH,
@@ -636,7 +623,7 @@ def _check_imported(name: str, module: types.ModuleType, version: str | None) ->
 
 def _ipex_mismatch(ipex_version: str | None, torch_version: str | None) -> str | None:
     """Why this IPEX cannot work with this torch, or None. Checked before importing: IPEX may exit()."""
-    ipex = _release(ipex_version)[:2]
+    ipex = release(ipex_version)[:2]
     if not ipex:
         return None
     if ipex < _IPEX_MIN:
@@ -644,7 +631,7 @@ def _ipex_mismatch(ipex_version: str | None, torch_version: str | None) -> str |
             f"intel_extension_for_pytorch {ipex_version} is older than 2.4, which AutoAWQ's IPEX kernel needs "
             "(IPEXWeightOnlyQuantizedLinear.from_weight): install IPEX >= 2.4 with the matching torch"
         )
-    torch_release = _release(torch_version)[:2]
+    torch_release = release(torch_version)[:2]
     if torch_release and torch_release != ipex:
         wanted = ".".join(str(p) for p in ipex)
         have = ".".join(str(p) for p in torch_release)
@@ -662,11 +649,11 @@ _cache: dict[str, Environment] = {}
 
 def _probe() -> Environment:
     torch = _probe_torch()
-    kernels_version = _dist_version(_KERNELS_WHEEL)
+    kernels_version = dist_version(_KERNELS_WHEEL)
     statuses: dict[str, ModuleStatus] = {}
     for name in KNOWN_MODULES:
         if name == INT4_MODULE:
-            statuses[name] = _int4_status(torch)
+            statuses[name] = _int4_status(torch.version, torch.ops, error=torch.error or "")
         else:
             statuses[name] = _probe_module(name, torch, kernels_version=kernels_version, needs_torch=name != "triton")
     triton_status = statuses["triton"]
@@ -675,12 +662,13 @@ def _probe() -> Environment:
         torch_cuda_version=torch.cuda,
         torch_hip_version=torch.hip,
         python_version=_python_version(),
-        autoawq_version=_dist_version("autoawq"),
+        autoawq_version=dist_version("autoawq"),
         autoawq_kernels_version=kernels_version,
-        transformers_version=_dist_version("transformers"),
+        transformers_version=dist_version("transformers"),
         triton_version=triton_status.version if triton_status.state is not ModuleState.NOT_INSTALLED else None,
         modules=types.MappingProxyType(statuses),
         torch_error=torch.error,
+        torch_ops=torch.ops,
     )
 
 

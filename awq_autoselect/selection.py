@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
+from packaging.specifiers import SpecifierSet
+
+from ._packages import satisfies
 from .capability import CapabilityLike, ComputeCapability
 from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kernel
 from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
-from .environment import INT4_OPS, INT4_OPS_CPU, Environment, probe_environment
+from .devices import parse_device
+from .environment import Environment, probe_environment
 from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
 
 __all__ = [
@@ -51,7 +54,6 @@ logger = logging.getLogger(__name__)
 BATCH_THRESHOLD = 8
 
 _ZERO_POINT_LAYOUTS = frozenset({Layout.GEMM, Layout.GEMV, Layout.GEMV_FAST})
-_DEVICE_RE = re.compile(r"([a-z_]+)(?::(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -283,16 +285,6 @@ def _parse_capabilities(
     return tuple(parsed)
 
 
-def _parse_device(device: str) -> tuple[str, int | None]:
-    match = _DEVICE_RE.fullmatch(str(device).strip().lower())
-    if match is None:
-        raise InvalidDeviceSpecError(
-            f"device {device!r}: expected a device type with an optional index, e.g. 'cuda', 'cuda:1' or 'cpu'"
-        )
-    index = match.group(2)
-    return match.group(1), None if index is None else int(index)
-
-
 def _detect(index: int | None) -> tuple[bool, tuple[ComputeCapability, ...], tuple[str, ...]]:
     """(a GPU is visible, the capabilities of the GPUs the model would use, notes)."""
     from .hardware import detect_compute_capability
@@ -347,9 +339,9 @@ def layout_conversion(source: Layout, target: Layout, *, zero_point: bool) -> tu
     return False, f"no conversion from the {source.value} layout to {target.value}"  # pragma: no cover - future
 
 
-def _release(version: str) -> tuple[int, ...]:
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-    return () if match is None else tuple(int(p) for p in match.group(1).split("."))
+def _range_text(spec: SpecifierSet) -> str:
+    """``>= 2.6`` for ``SpecifierSet(">=2.6")`` (readable in a sentence)."""
+    return ", ".join(f"{item.operator} {item.version}" for item in sorted(spec, key=str))
 
 
 def _machine_checks(
@@ -379,21 +371,14 @@ def _machine_checks(
         if not status.ok:
             named = status.reason if status.reason.startswith(spec.extension) else f"{spec.extension}: {status.reason}"
             reasons.append(named)
-    if (
-        spec.min_torch is not None
-        and env.torch_version is not None
-        and _release(env.torch_version)[:3] < _release(spec.min_torch)
-    ):
-        reasons.append(f"needs torch >= {spec.min_torch}; this is torch {env.torch_version}")
-    if spec.kernel is Kernel.TORCH_INT4:
-        status = env.module("torch.int4pack")
-        needed = INT4_OPS_CPU if device == "cpu" else INT4_OPS
-        missing = [op for op in needed if op not in status.features]
-        if missing:
-            reasons.append(
-                f"torch {env.torch_version} lacks aten.{', aten.'.join(missing)} ({status.reason}): "
-                "upgrade torch to >= 2.6"
-            )
+    if spec.torch is not None and env.torch_version is not None and not satisfies(env.torch_version, spec.torch):
+        reasons.append(f"needs torch {_range_text(spec.torch)}; this is torch {env.torch_version}")
+    missing = [op for op in spec.ops_for(device) if op not in env.torch_ops]
+    if missing:
+        int4 = env.modules.get("torch.int4pack")
+        why = f" ({int4.reason})" if int4 is not None and not int4.ok else ""
+        upgrade = f"upgrade torch to {_range_text(spec.torch)}" if spec.torch is not None else "upgrade torch"
+        reasons.append(f"torch {env.torch_version} lacks aten.{', aten.'.join(missing)}{why}: {upgrade}")
     return reasons
 
 
@@ -489,7 +474,7 @@ def _judge(
         kernel=spec.kernel,
         viable=viable,
         reasons=tuple(reasons),
-        score=spec.priority[regime],
+        score=spec.priority.of(regime),
         notes=tuple(notes),
         conversion=conversion,
     )
@@ -565,7 +550,8 @@ def select_awq_version(
     env = environment if environment is not None else probe_environment()
 
     notes: list[str] = []
-    device_type, device_index = _parse_device(device) if device is not None else (None, None)
+    parsed = parse_device(device) if device is not None else None
+    device_type, device_index = (parsed.type, parsed.index) if parsed is not None else (None, None)
     capabilities: tuple[ComputeCapability, ...]
     if capability is not None:
         capabilities = _parse_capabilities(capability)

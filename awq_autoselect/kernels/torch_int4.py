@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
+from awq_autoselect._packages import satisfies
+from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
 
 from .int4_dequant import dequantize_tiles, dequantize_tiles_torch
@@ -205,17 +207,11 @@ def weight_error_bound(
 # checks
 
 
-def _torch_release() -> tuple[int, int]:
-    parts = torch.__version__.split("+")[0].split(".")
-    digits = ["".join(ch for ch in part if ch.isdigit()) or "0" for part in parts[:2]]
-    return int(digits[0]), int(digits[1]) if len(digits) > 1 else 0
-
-
 def _check_platform(device: torch.device, dtype: torch.dtype) -> None:
     """Raise when torch, the device or the dtype cannot run tinygemm."""
     reasons: list[str] = []
     ops: tuple[str, ...] = ()
-    if _torch_release() < MIN_TORCH:
+    if not satisfies(torch.__version__, CATALOGUE[Kernel.TORCH_INT4].torch or ">=2.6"):
         reasons.append(f"needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, this is torch {torch.__version__}")
     if device.type == "cuda":
         ops = ("_convert_weight_to_int4pack", "_weight_int4pack_mm")

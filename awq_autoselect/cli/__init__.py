@@ -1,0 +1,101 @@
+"""The ``awq-autoselect`` command line. ``main(argv) -> int`` is callable in-process (tests do).
+
+Exit codes:
+    0  success (``detect`` finding no GPU is a success: "no GPU" is a result)
+    1  nothing could run: no compatible kernel, every kernel failed, or the requested version is unavailable
+    2  usage error: bad arguments, unknown version name, malformed capability
+    3  bad input: the checkpoint is missing, not AWQ, unsupported or corrupt; a conversion is impossible
+    4  the CUDA context was poisoned by a kernel (retry in a fresh process)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TextIO
+
+from awq_autoselect.errors import AwqAutoselectError
+
+from .exits import EXIT_BAD_INPUT, EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_POISONED, EXIT_USAGE, exit_code
+from .parser import UsageError, build_parser
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_POISONED",
+    "EXIT_USAGE",
+    "build_parser",
+    "entrypoint",
+    "exit_code",
+    "main",
+]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback."""
+    try:
+        return func(args, out)
+    except AwqAutoselectError as exc:
+        lines = str(exc).splitlines()
+        err.write(f"error: {lines[0] if lines else type(exc).__name__}\n")
+        for line in lines[1:]:  # a multi-line reason list (no kernel fits) is detail, indented
+            err.write(f"  {line.strip()}\n")
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        err.write("error: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug or an environment failure we did not foresee: still one line
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        err.write(
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))[:500]} (run with -vv for the traceback)\n"
+        )
+        return EXIT_FAILED
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that writers remove their staging folders on the way out.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the CLI. Returns the exit code instead of exiting."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help, --version
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+            stream=err,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+    func: Callable[[argparse.Namespace, TextIO], int] = args.func
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(func, args, out, err)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def entrypoint() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

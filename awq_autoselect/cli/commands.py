@@ -1,0 +1,369 @@
+"""The commands of ``awq-autoselect``: each takes the parsed arguments and the output stream, returns an exit
+code, and raises the library's errors for :func:`awq_autoselect.cli.main` to report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+from typing import TextIO
+
+from awq_autoselect.errors import FallbackWarning
+
+from .exits import EXIT_FAILED, EXIT_OK
+
+__all__ = [
+    "cmd_bench",
+    "cmd_catalogue",
+    "cmd_convert",
+    "cmd_detect",
+    "cmd_env",
+    "cmd_load",
+    "cmd_make_synthetic",
+    "cmd_report",
+    "cmd_select",
+]
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _emit_json(data: object, out: TextIO) -> None:
+    json.dump(data, out, indent=2, sort_keys=False, default=str)
+    out.write("\n")
+
+
+def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.hardware import detect_compute_capability
+
+    detection = detect_compute_capability(use_torch=args.torch or None, refresh=True)
+    if args.json:
+        _emit_json(detection.to_dict(), out)
+    else:
+        out.write(_format_detection(detection))
+    if args.require_gpu and not detection:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _format_detection(detection: object) -> str:
+    from awq_autoselect.hardware import Detection
+
+    assert isinstance(detection, Detection)
+    lines = []
+    if detection.gpus:
+        for gpu in detection.gpus:
+            mem = f"{gpu.total_memory / 1024**3:.1f} GiB" if gpu.total_memory else "? GiB"
+            lines.append(
+                f"cuda:{gpu.index}  {gpu.name}  compute capability {gpu.capability} ({gpu.architecture})  {mem}"
+                f"  {gpu.mig_uuid or gpu.uuid or ''}  [via {gpu.source.value}]"
+            )
+    else:
+        lines.append("no GPU visible to this process")
+    for attempt in detection.attempts:
+        status = "ok" if attempt.ok else "failed"
+        lines.append(f"  {attempt.source.value}: {status}: {attempt.detail} ({attempt.seconds * 1000:.0f} ms)")
+    lines += [f"  warning: {w}" for w in detection.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_env(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.environment import probe_environment
+
+    env = probe_environment(refresh=True)
+    if args.json:
+        _emit_json(env.to_dict(), out)
+    else:
+        out.write(_format_environment(env))
+    return EXIT_OK
+
+
+def _format_environment(env: object) -> str:
+    from awq_autoselect.environment import Environment
+
+    assert isinstance(env, Environment)
+    lines = [f"torch {env.torch_version or '-'} (CUDA {env.torch_cuda_version or '-'})"]
+    for name, status in sorted(env.modules.items()):
+        version = f" {status.version}" if status.version else ""
+        lines.append(f"  {name:<28} {status.state.value:<20}{version}  {status.reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _workload(args: argparse.Namespace) -> object:
+    from awq_autoselect.selection import Workload
+
+    return Workload(
+        batch_size=args.batch_size if args.batch_size is not None else 1,
+        prompt_tokens=args.prompt_tokens if args.prompt_tokens is not None else 128,
+        new_tokens=args.new_tokens if args.new_tokens is not None else 128,
+    )
+
+
+def _select_from_args(args: argparse.Namespace) -> object:
+    from awq_autoselect.checkpoint import QuantConfig
+    from awq_autoselect.environment import Environment
+    from awq_autoselect.selection import Workload, select_awq_version
+
+    environment = None
+    if args.kernels is not None:
+        names = [] if args.kernels.strip().lower() in ("", "none") else _split_list(args.kernels)
+        environment = Environment.assume(names)
+    elif args.capability:
+        # Planning for another machine: this machine's modules say nothing about that one's.
+        environment = Environment.assume(None)
+    capability: list[str] | None = args.capability or None
+    device = args.device
+    if capability and device is None:
+        device = "cuda"
+    workload = _workload(args)
+    assert isinstance(workload, Workload)
+    # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
+    checkpoint: str | QuantConfig = args.checkpoint if args.checkpoint is not None else QuantConfig()
+    return select_awq_version(
+        checkpoint,
+        version=args.version,
+        capability=capability,
+        device=device,
+        environment=environment,
+        workload=workload,
+    )
+
+
+def cmd_select(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.selection import Selection
+
+    selection = _select_from_args(args)
+    assert isinstance(selection, Selection)
+    if args.json:
+        _emit_json(selection.to_dict(), out)
+    else:
+        if args.capability and args.kernels is None:
+            out.write("planning with every kernel module assumed installed (say which with --kernels)\n")
+        if args.checkpoint is None:
+            out.write(
+                "no --checkpoint: assuming AutoAWQ's default quantization (4-bit, group size 128, zero point, "
+                "GEMM layout)\n"
+            )
+        out.write(selection.explain().rstrip("\n") + "\n")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    """Detection, environment and selection for this machine; with --demo, an end-to-end load."""
+    from awq_autoselect.environment import probe_environment
+    from awq_autoselect.hardware import detect_compute_capability
+    from awq_autoselect.selection import select_awq_version
+
+    detection = detect_compute_capability(refresh=True)
+    env = probe_environment(refresh=True)
+    checkpoint = args.checkpoint
+    if args.demo is not None and checkpoint is None:
+        from awq_autoselect.testing import make_synthetic_checkpoint
+
+        checkpoint = str(make_synthetic_checkpoint(args.demo, shape="tiny", version="gemv", overwrite=True))
+    from awq_autoselect.checkpoint import QuantConfig
+
+    selection = select_awq_version(checkpoint if checkpoint is not None else QuantConfig(), environment=env)
+    report: dict[str, object] = {
+        "schema": "awq-autoselect.report/1",
+        "detection": detection.to_dict(),
+        "environment": env.to_dict(),
+        "selection": selection.to_dict(),
+    }
+    text = [
+        "== GPU detection ==",
+        _format_detection(detection),
+        "== kernel modules ==",
+        _format_environment(env),
+        "== selection ==",
+        selection.explain().rstrip("\n") + "\n",
+    ]
+    if checkpoint is not None and args.demo is not None:
+        from awq_autoselect.loading import load_quantized_auto
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FallbackWarning)
+            result = load_quantized_auto(checkpoint, version="gemv")
+        text += ["== load (demo checkpoint, version='gemv' requested) ==", str(result.report) + "\n"]
+        text += [f"warning: {w.message}\n" for w in caught if issubclass(w.category, FallbackWarning)]
+        report["load"] = result.report.to_dict()
+        import torch
+
+        model = result.model
+        device = next(model.parameters()).device
+        ids = torch.tensor([[1, 5, 9, 13]], device=device)
+        generate = getattr(model, "generate")  # noqa: B009 - AutoAWQ's wrapper method, untyped
+        generated = generate(input_ids=ids, max_new_tokens=4, do_sample=False)
+        report["generated_ids"] = generated[0].tolist()
+        text.append(f"generated token ids: {generated[0].tolist()}\n")
+    if args.json:
+        _emit_json(report, out)
+    else:
+        out.write("\n".join(text))
+    return EXIT_OK
+
+
+def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.loading import load_quantized_auto
+
+    tokenizer = _tokenizer(args.path) if args.generate is not None else None  # before a minute of loading
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FallbackWarning)
+        result = load_quantized_auto(
+            args.path,
+            version=args.version,
+            device=args.device,
+            probe=not args.no_probe,
+            fallback=not args.no_fallback,
+            fuse_layers=args.fuse_layers,
+        )
+    fallback_warnings = [str(w.message) for w in caught if issubclass(w.category, FallbackWarning)]
+    data = result.report.to_dict()
+    data["warnings"] = fallback_warnings
+    generated_text: str | None = None
+    if args.generate is not None:
+        generated_text = _generate(result.model, tokenizer, args.generate, args.max_new_tokens)
+        data["generated"] = generated_text
+    if args.json:
+        _emit_json(data, out)
+    else:
+        out.write(str(result.report) + "\n")
+        for message in fallback_warnings:
+            out.write(f"warning: {message}\n")
+        if generated_text is not None:
+            out.write(f"generated: {generated_text!r}\n")
+    return EXIT_OK
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
+
+
+def _tokenizer(path: str) -> object:
+    """The checkpoint's tokenizer, or a CheckpointError naming what is missing."""
+    from transformers import AutoTokenizer
+
+    from awq_autoselect.errors import CheckpointError
+
+    root = Path(path).expanduser()
+    if root.is_dir() and not any((root / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{root} has no tokenizer ({', '.join(_TOKENIZER_FILES)} are all missing): --generate needs one; copy "
+            "the tokenizer files of the original model into the checkpoint, or leave out --generate"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(root))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{root}: its tokenizer cannot be loaded ({exc}); --generate needs one") from exc
+
+
+def _generate(model: object, tokenizer: object, prompt: str, max_new_tokens: int) -> str:
+    import torch
+
+    assert isinstance(model, torch.nn.Module)
+    assert callable(tokenizer)
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+    generate = getattr(model, "generate")  # noqa: B009 - AutoAWQ's wrapper method, untyped
+    with torch.no_grad():
+        generated = generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False)
+    decode = getattr(tokenizer, "decode")  # noqa: B009 - a transformers tokenizer, untyped
+    text = decode(generated[0][ids.shape[1] :], skip_special_tokens=True)
+    return str(text)
+
+
+def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.conversion import convert_checkpoint
+
+    result = convert_checkpoint(args.src, args.dst, args.to, overwrite=args.overwrite)
+    out.write(f"wrote {result} ({args.to} layout)\n")
+    return EXIT_OK
+
+
+def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.catalogue import CATALOGUE, Regime
+
+    if args.json:
+        data = []
+        for spec in CATALOGUE.values():
+            data.append(
+                {
+                    "kernel": spec.kernel.value,
+                    "summary": spec.summary,
+                    "module_class": spec.module_class,
+                    "layout": spec.layout.value,
+                    "extension": spec.extension,
+                    "devices": sorted(spec.devices),
+                    "min_capability": str(spec.min_capability) if spec.min_capability else None,
+                    "sass_targets": sorted(t.sm for t in spec.sass_targets) if spec.sass_targets else None,
+                    "group_sizes": sorted(spec.group_sizes) if spec.group_sizes else None,
+                    "zero_point": sorted(spec.zero_point),
+                    "priority": {r.value: spec.priority.of(r) for r in Regime},
+                    "failure_stage": spec.failure_stage.value,
+                    "silent_failure": spec.silent_failure,
+                    "caveats": list(spec.caveats),
+                    "sources": list(spec.sources),
+                }
+            )
+        _emit_json(data, out)
+        return EXIT_OK
+    for spec in CATALOGUE.values():
+        groups = ",".join(str(g) for g in sorted(spec.group_sizes)) if spec.group_sizes else "any"
+        cc = f">= {spec.min_capability}" if spec.min_capability else "-"
+        out.write(
+            f"{spec.kernel.value:<12} {spec.layout.value:<10} {spec.extension or 'torch':<28} "
+            f"{'/'.join(sorted(spec.devices)):<18} cc {cc:<7} groups {groups:<18} {spec.summary}\n"
+        )
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.bench import benchmark_versions, plot
+
+    batch_sizes: tuple[int, ...] = args.batch_size
+    report = benchmark_versions(
+        args.path,
+        versions=args.versions,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        batch_sizes=batch_sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        include_fp16=args.fp16,
+        cuda_graph=args.cuda_graph,
+        seed=args.seed,
+        prompt=args.prompt,
+        kernel_time=not args.no_kernel_time,
+        peak_bandwidth_gbps=args.peak_bandwidth,
+        progress=None,
+    )
+    if args.json:
+        report.write_json(args.json)
+    if args.csv:
+        report.write_csv(args.csv)
+    if args.markdown:
+        report.write_markdown(args.markdown)
+    if args.plot:
+        plot(report, args.plot)
+    out.write(report.to_markdown() + "\n")
+    return EXIT_OK
+
+
+def cmd_make_synthetic(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.testing import make_synthetic_checkpoint
+
+    path = make_synthetic_checkpoint(
+        args.out,
+        shape=args.shape,
+        version=args.version,
+        group_size=args.group_size,
+        seed=args.seed,
+        num_layers=args.num_layers,
+        device=args.device,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+    )
+    out.write(f"wrote {path}\n")
+    return EXIT_OK
