@@ -4,8 +4,8 @@ Run by ``scripts/compat_matrix.sh`` inside a scratch venv that holds one transfo
 order:
 
 1. ``import awq`` (AutoAWQ imports many ``transformers`` internals at import time);
-2. build a tiny random Llama with ``tests/checkpoints.py`` (fp16, offline BPE tokenizer);
-3. quantize it with AutoAWQ (GEMM, group size 128, zero point) as ``tests/checkpoints.py`` does, and save;
+2. build a tiny random Llama with ``tests/helpers.py`` (fp16, offline BPE tokenizer);
+3. quantize it with AutoAWQ (GEMM, group size 128, zero point) as ``tests/helpers.py`` does, and save;
 4. ``from_quantized`` on CPU (``fuse_layers=False``; ``get_best_device`` patched to report a GPU, because on CPU
    AutoAWQ forces the IPEX kernel, which does not import with current torch; triton's GEMM path is switched off
    because it needs CUDA);
@@ -78,12 +78,12 @@ def _run_steps(work: Path, steps_out: list[StepResult]) -> None:
         import awq  # noqa: F401
 
     def build() -> None:
-        from tests import checkpoints
+        from tests import helpers as checkpoints
 
         state["fp16"] = checkpoints.build_tiny_model(work / "fp16")
 
     def quantize_as_tests_do() -> None:
-        from tests import checkpoints
+        from tests import helpers as checkpoints
 
         src = state["fp16"]
         assert isinstance(src, Path)
@@ -94,7 +94,7 @@ def _run_steps(work: Path, steps_out: list[StepResult]) -> None:
         from awq import AutoAWQForCausalLM
         from transformers import AutoTokenizer
 
-        from tests import checkpoints
+        from tests import helpers as checkpoints
 
         src, out = str(state["fp16"]), work / "awq-gemm-g128-defaults"
         tokenizer = AutoTokenizer.from_pretrained(src)

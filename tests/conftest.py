@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import checkpoints
+from tests import helpers
+from tests.helpers import QuantizedFactory, hash_tree
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-QuantizedFactory = Callable[..., Path]
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny fp16 Llama (not quantized), with tokenizer."""
-    return checkpoints.build_tiny_model(tmp_path_factory.mktemp("tiny-llama-fp16"))
+    return helpers.build_tiny_model(tmp_path_factory.mktemp("tiny-llama-fp16"))
 
 
 @pytest.fixture(scope="session")
@@ -38,26 +36,16 @@ def quantized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
         key = (version.lower(), group_size, zero_point, model_type)
         if key not in cache:
             if model_type not in sources:
-                sources[model_type] = checkpoints.build_tiny_model(
+                sources[model_type] = helpers.build_tiny_model(
                     tmp_path_factory.mktemp(f"tiny-{model_type}-fp16"), model_type=model_type
                 )
             out = tmp_path_factory.mktemp(f"awq-{model_type}-{key[0]}-g{group_size}-zp{int(zero_point)}")
-            cache[key] = checkpoints.quantize(
+            cache[key] = helpers.quantize(
                 sources[model_type], out, version=key[0], group_size=group_size, zero_point=zero_point
             )
         return cache[key]
 
     return make
-
-
-def hash_tree(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root`` (relative path -> digest), plus each file's mtime_ns."""
-    result: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            result[str(path.relative_to(root))] = f"{digest}:{path.stat().st_mtime_ns}"
-    return result
 
 
 @pytest.fixture

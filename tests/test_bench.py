@@ -45,8 +45,7 @@ from awq_autoselect.bench.traffic import kv_bytes_per_token, weight_bytes_per_to
 from awq_autoselect.checkpoint import read_checkpoint
 from awq_autoselect.errors import InvalidArgumentError, InvalidReportError, MissingDependencyError, UnknownVersionError
 from awq_autoselect.loading import LoadResult
-from tests.checkpoints import TINY_LLAMA
-from tests.conftest import QuantizedFactory
+from tests.helpers import TINY_LLAMA, QuantizedFactory
 
 PROMPT, NEW, REPEATS, WARMUP, SIZES = 8, 3, 2, 1, (1, 2)
 

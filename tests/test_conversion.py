@@ -16,7 +16,7 @@ from awq_autoselect.checkpoint import read_checkpoint
 from awq_autoselect.conversion import convert_checkpoint
 from awq_autoselect.errors import ConversionError, OutputPathError
 from awq_autoselect.loading import load_quantized_auto
-from tests.conftest import QuantizedFactory
+from tests.helpers import QuantizedFactory
 
 IDS = torch.tensor([[3, 14, 15, 92, 65, 35, 89, 79]])
 

@@ -17,6 +17,7 @@ import torch
 from awq_autoselect import FallbackWarning
 from awq_autoselect.decode.static import StaticDecoder, generate_with_cuda_graph
 from awq_autoselect.errors import InvalidArgumentError
+from tests.helpers import UnknownStaticCache
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +165,6 @@ def test_exactly_filling_the_cache_works(model: torch.nn.Module) -> None:
     ids = PROMPTS["one"]
     out = generate_with_cuda_graph(model, ids, 5, max_cache_len=ids.shape[1] + 4)
     assert torch.equal(out, hf_greedy(model, ids, 5))
-
-
-class UnknownStaticCache:
-    """A StaticCache whose constructor no released transformers has (what a future release might bring)."""
-
-    def __init__(self, config: object, *, capacity: int) -> None:
-        raise AssertionError("the decoder must not call a constructor it does not know")
 
 
 def test_unknown_static_cache_falls_back_to_the_dynamic_cache(

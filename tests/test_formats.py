@@ -25,7 +25,7 @@ from awq_autoselect import formats
 from awq_autoselect.catalogue import Layout
 from awq_autoselect.checkpoint import read_checkpoint
 from awq_autoselect.errors import ConversionError, UnknownVersionError
-from tests.conftest import QuantizedFactory
+from tests.helpers import QuantizedFactory
 
 GEMM, GEMV, GEMV_FAST, MARLIN = Layout.GEMM, Layout.GEMV, Layout.GEMV_FAST, Layout.MARLIN
 ASYMMETRIC = (GEMM, GEMV, GEMV_FAST)

@@ -25,7 +25,7 @@ from awq_autoselect.kernels.int4_dequant import (
     triton_failure,
 )
 from awq_autoselect.kernels.torch_int4 import TorchInt4Linear, inner_k_tiles_for, pack_tiles
-from tests.test_torch_int4 import ops_called, random_weight
+from tests.helpers import ops_called, random_weight
 
 # (out_features, in_features, group_size): every innerKTiles (8: K % 128 == 0, 4: K % 64, 2: K % 32) with every
 # group size that divides K, and a 7B input width.

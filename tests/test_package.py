@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import awq_autoselect
-from awq_autoselect import errors
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,19 +47,6 @@ def test_names_removed_from_the_top_level_still_resolve_with_a_warning(name: str
     assert name not in awq_autoselect.__all__
     with pytest.raises(AttributeError):
         awq_autoselect.no_such_name  # noqa: B018
-
-
-def test_every_error_has_one_base_and_a_builtin() -> None:
-    for name in errors.__all__:
-        cls = getattr(errors, name)
-        if issubclass(cls, Warning):
-            continue
-        assert issubclass(cls, errors.AwqAutoselectError), name
-        if cls is not errors.AwqAutoselectError:
-            builtin_bases = [
-                b for b in cls.__mro__ if b.__module__ == "builtins" and b not in (object, Exception, BaseException)
-            ]
-            assert builtin_bases, f"{name} should also subclass the builtin that fits"
 
 
 def test_version_matches_pyproject_and_typed_marker_ships() -> None:

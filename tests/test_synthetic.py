@@ -33,8 +33,7 @@ from awq_autoselect.testing.synthetic import (
     _write_tokenizer,
     make_synthetic_checkpoint,
 )
-from tests.checkpoints import read_quant_config
-from tests.conftest import QuantizedFactory
+from tests.helpers import QuantizedFactory, read_quant_config
 
 TINY_SHAPES = {(256, 128), (256, 256), (256, 512), (512, 256)}  # (in, out): k/v, q/o, gate/up, down
 IDS = torch.tensor([[1, 17, 42, 99, 150, 301, 7, 255, 12, 64]])

@@ -7,9 +7,8 @@ description, and on the GPU (tests/test_torch_int4_gpu.py) against aten's own CU
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -27,11 +26,18 @@ from awq_autoselect.kernels.torch_int4 import (
     unpack_tiles,
     weight_error_bound,
 )
-from tests import checkpoints
-from tests.conftest import QuantizedFactory
+from tests.helpers import (
+    QuantizedFactory,
+    build_gemm_model,
+    hf_greedy,
+    identity_rows,
+    ops_called,
+    output_bound,
+    random_weight,
+)
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    pass
 
 U = BF16_UNIT_ROUNDOFF
 
@@ -40,103 +46,8 @@ U = BF16_UNIT_ROUNDOFF
 # helpers shared with tests/test_torch_int4_gpu.py
 
 
-def random_weight(
-    out_features: int,
-    in_features: int,
-    group_size: int,
-    *,
-    seed: int = 0,
-    bias: bool = False,
-    symmetric: bool = False,
-    device: str = "cpu",
-) -> formats.UnpackedWeight:
-    """Random 4-bit weights, zero points and fp16 scales of AWQ's typical magnitude (1e-3 .. 3e-2)."""
-    gen = torch.Generator().manual_seed(seed)
-    groups = in_features // group_size
-    q = torch.randint(0, 16, (out_features, in_features), generator=gen, dtype=torch.uint8)
-    z = None if symmetric else torch.randint(0, 16, (out_features, groups), generator=gen, dtype=torch.uint8)
-    s = (torch.rand((out_features, groups), generator=gen) * 0.03 + 1e-3).half()
-    b = (torch.randn(out_features, generator=gen) * 0.1).half() if bias else None
-    return formats.UnpackedWeight(
-        q.to(device), None if z is None else z.to(device), s.to(device), group_size, None if b is None else b.to(device)
-    )
-
-
-def output_bound(
-    x: torch.Tensor, weight: formats.UnpackedWeight, reference: torch.Tensor, *, dense_on_cuda: bool = False
-) -> torch.Tensor:
-    """Bound on |forward(x) - x @ W.T| (docs/torch-int4.md): weight error, fp32 accumulation, bf16 output."""
-    xf = x.float()
-    w_bound = weight_error_bound(weight.intweight, weight.zeros, weight.scales, weight.group_size)
-    w_abs = formats.dequantize(weight).abs() + w_bound
-    k = weight.in_features
-    accumulation = 2 * k * 2.0**-24 + (U if dense_on_cuda else 0.0)  # cuBLAS may reduce split-K partials in bf16
-    magnitude = xf.abs() @ w_abs.t()
-    return xf.abs() @ w_bound.t() + accumulation * magnitude + U * reference.abs() * (1 + U) + 1e-6
-
-
-def identity_rows(columns: torch.Tensor, in_features: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """Inputs that read columns of the weight: row i is the unit vector e_{columns[i]}."""
-    x = torch.zeros((columns.numel(), in_features), dtype=dtype, device=columns.device)
-    x[torch.arange(columns.numel(), device=columns.device), columns] = 1
-    return x
-
-
-def build_gemm_model(checkpoint: Path, *, device: str = "cpu", dtype: torch.dtype = torch.float16) -> PreTrainedModel:
-    """The checkpoint's transformers model with AutoAWQ ``WQLinear_GEMM`` layers holding its packed tensors.
-
-    What AutoAWQ's ``from_quantized`` builds, without its device dispatch (which insists on IPEX on a CPU).
-    """
-    from awq.modules.linear.gemm import WQLinear_GEMM
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    quant = checkpoints.read_quant_config(checkpoint)
-    group_size = int(quant.get("group_size", quant.get("q_group_size", 128)))  # type: ignore[call-overload]
-    config = AutoConfig.from_pretrained(str(checkpoint))
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model: PreTrainedModel = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
-    rotary = {name: buf for name, buf in model.named_buffers() if name.endswith("inv_freq")}
-    cast(torch.nn.Module, model).to(dtype)
-    for name, buf in rotary.items():  # as from_pretrained leaves them: float32
-        parent_name, _, attr = name.rpartition(".")
-        model.get_submodule(parent_name)._buffers[attr] = buf
-    state = load_file(str(checkpoint / "model.safetensors"))
-    for key in [k for k in state if k.endswith(".qweight")]:
-        prefix = key.removesuffix(".qweight")
-        parent_name, _, child_name = prefix.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        linear = getattr(parent, child_name)
-        assert isinstance(linear, torch.nn.Linear)
-        layer = WQLinear_GEMM(
-            4, group_size, linear.in_features, linear.out_features, f"{prefix}.bias" in state, torch.device("cpu")
-        )
-        setattr(parent, child_name, layer)
-    model.load_state_dict(state, strict=True)
-    cast(torch.nn.Module, model).to(device).eval()
-    return model
-
-
-def hf_greedy(model: torch.nn.Module, ids: torch.Tensor, new: int) -> torch.Tensor:
-    """transformers' own greedy generation of exactly ``new`` tokens."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        out: torch.Tensor = cast(Any, model).generate(
-            ids, max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0
-        )
-    return out
-
-
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a.float() - b.float()) / torch.linalg.vector_norm(b.float()))
-
-
-def ops_called(fn: object) -> set[str]:
-    """Names of the aten ops a call runs, as the profiler records them."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()  # type: ignore[operator]
-    return {event.key for event in prof.key_averages()}
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ time) or synthetic ones in AutoAWQ's format.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -21,21 +20,15 @@ from pathlib import Path
 import pytest
 
 from awq_autoselect._writing import MARKER_NAME, read_marker, staged_directory, write_file
-from awq_autoselect.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from awq_autoselect.cli import EXIT_BAD_INPUT, EXIT_OK
 from awq_autoselect.errors import OutputPathError
-from tests.conftest import QuantizedFactory, hash_tree
+from tests.helpers import QuantizedFactory, hash_tree, run_cli
 
 Unchanged = Callable[[Path], None]
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
-
-
 def refused(argv: tuple[str, ...], needle: str) -> None:
-    code, _, err = run(*argv)
+    code, _, err = run_cli(*argv)
     assert code == EXIT_BAD_INPUT, err
     assert needle in err
     assert err.count("\n") == 1, err  # one line, no traceback
@@ -96,12 +89,12 @@ def test_report_demo_refuses_a_real_checkpoint(models: Path, unchanged: Unchange
 def test_overwrite_replaces_only_our_own_output(models: Path, tmp_path: Path, unchanged: Unchanged) -> None:
     src = models / "llama-awq"
     out = tmp_path / "converted"
-    assert run("convert", str(src), str(out), "--to", "gemv")[0] == EXIT_OK
+    assert run_cli("convert", str(src), str(out), "--to", "gemv")[0] == EXIT_OK
     marker = read_marker(out)
     assert marker is not None
     assert "model.safetensors" in marker["entries"]  # type: ignore[operator]
     refused(("convert", str(src), str(out), "--to", "gemm"), "--overwrite")  # ours, but not asked to replace
-    assert run("convert", str(src), str(out), "--to", "gemm", "--overwrite")[0] == EXIT_OK
+    assert run_cli("convert", str(src), str(out), "--to", "gemm", "--overwrite")[0] == EXIT_OK
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["version"] == "gemm"
     # A file of the user's inside our output: replacing the folder would delete it, so it is refused.
@@ -115,7 +108,7 @@ def test_outputs_get_the_permissions_of_the_umask(models: Path, tmp_path: Path) 
     previous = os.umask(0o022)
     try:
         out = tmp_path / "perm"
-        assert run("convert", str(models / "llama-awq"), str(out), "--to", "gemv")[0] == EXIT_OK
+        assert run_cli("convert", str(models / "llama-awq"), str(out), "--to", "gemv")[0] == EXIT_OK
     finally:
         os.umask(previous)
     assert out.stat().st_mode & 0o777 == 0o755
@@ -131,7 +124,7 @@ def test_an_unwritable_destination_is_one_line_exit_3(models: Path, unchanged: U
 
 
 def _bench(path: Path, *extra: str) -> tuple[int, str, str]:
-    return run(
+    return run_cli(
         "bench",
         str(path),
         "--versions",
@@ -152,7 +145,7 @@ def _bench(path: Path, *extra: str) -> tuple[int, str, str]:
 
 def test_bench_report_files_replace_only_our_reports(tmp_path: Path, unchanged: Unchanged) -> None:
     ckpt = tmp_path / "tiny"
-    assert run("make-synthetic", str(ckpt), "--shape", "tiny")[0] == EXIT_OK
+    assert run_cli("make-synthetic", str(ckpt), "--shape", "tiny")[0] == EXIT_OK
     reports = tmp_path / "reports"
     reports.mkdir()
     targets = {"--json": reports / "b.json", "--csv": reports / "b.csv", "--markdown": reports / "b.md"}
@@ -249,6 +242,6 @@ def test_an_interrupted_convert_leaves_nothing_behind(tmp_path: Path) -> None:
     proc.kill()
     proc.wait(timeout=60)
     assert staging.exists()
-    assert run("convert", str(src), str(tmp_path / "out"), "--to", "gemv")[0] == EXIT_OK
+    assert run_cli("convert", str(src), str(tmp_path / "out"), "--to", "gemv")[0] == EXIT_OK
     assert sorted(p.name for p in tmp_path.iterdir()) == ["medium", "out"]
     assert hash_tree(src) == before

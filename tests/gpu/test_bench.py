@@ -23,7 +23,7 @@ from awq_autoselect.bench import (
 )
 from awq_autoselect.bench.metadata import measure_copy_gbps
 from awq_autoselect.bench.timing import BenchDevice
-from tests.conftest import QuantizedFactory
+from tests.helpers import QuantizedFactory
 
 pytestmark = pytest.mark.gpu
 

@@ -18,7 +18,7 @@ from awq_autoselect import FallbackWarning, Kernel, load_quantized_auto
 from awq_autoselect.environment import Environment, probe_environment
 from awq_autoselect.loading import LoadResult
 from awq_autoselect.selection import select_awq_version
-from tests.conftest import QuantizedFactory
+from tests.helpers import QuantizedFactory
 
 pytestmark = pytest.mark.gpu
 

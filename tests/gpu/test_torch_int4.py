@@ -28,8 +28,8 @@ from awq_autoselect.kernels.torch_int4 import (
     unpack_tiles,
     weight_error_bound,
 )
-from tests.conftest import QuantizedFactory
-from tests.test_torch_int4 import (
+from tests.helpers import (
+    QuantizedFactory,
     build_gemm_model,
     hf_greedy,
     identity_rows,
@@ -199,7 +199,7 @@ def test_unknown_static_cache_decodes_eagerly_on_cuda(
     import transformers
     from transformers import AutoModelForCausalLM
 
-    from tests.test_decode import UnknownStaticCache
+    from tests.helpers import UnknownStaticCache
 
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     model.to(cuda, torch.float32).eval()

@@ -1,0 +1,109 @@
+"""catalogue.py: every kernel version has a frozen, hashable spec whose fields are its requirements."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from awq_autoselect.capability import ComputeCapability
+from awq_autoselect.catalogue import (
+    CATALOGUE,
+    INT4_OPS,
+    INT4_OPS_CPU,
+    Kernel,
+    KernelSpec,
+    Priority,
+    Regime,
+    get_spec,
+    parse_kernel,
+)
+from awq_autoselect.errors import UnknownVersionError
+from tests.helpers import run_cli
+
+
+def test_every_kernel_has_one_spec() -> None:
+    assert list(CATALOGUE) == list(Kernel)
+    assert all(spec.kernel is kernel for kernel, spec in CATALOGUE.items())
+
+
+def test_specs_are_frozen_hashable_and_the_table_is_read_only() -> None:
+    specs = set(CATALOGUE.values())
+    assert len(specs) == len(Kernel)
+    spec = CATALOGUE[Kernel.GEMV]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.summary = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        CATALOGUE[Kernel.GEMV] = spec  # type: ignore[index]
+
+
+def test_requirements_are_fields_not_special_cases() -> None:
+    spec = CATALOGUE[Kernel.TORCH_INT4]
+    assert spec.torch == SpecifierSet(">=2.6")
+    assert spec.ops_for("cuda") == INT4_OPS
+    assert spec.ops_for("cpu") == INT4_OPS_CPU
+    assert spec.ops_for("xpu") == ()
+    assert spec.activation_dtype("cuda") == "bfloat16"
+    assert CATALOGUE[Kernel.GEMV].activation_dtype("cuda") is None
+    for other in CATALOGUE.values():
+        assert isinstance(other.priority, Priority)
+        assert other.torch is None or isinstance(other.torch, SpecifierSet)
+        assert {device for device, _ in other.torch_ops} <= other.devices
+
+
+@pytest.mark.parametrize(
+    ("name", "kernel"),
+    [
+        ("GEMV-fast", Kernel.GEMV_FAST),
+        ("gemvfast", Kernel.GEMV_FAST),
+        ("ExLlama_V2", Kernel.EXLLAMAV2),
+        ("tinygemm", Kernel.TORCH_INT4),
+        ("naive", Kernel.GEMM_TORCH),
+        ("triton", Kernel.GEMM_TRITON),
+        (" GEMM ", Kernel.GEMM),
+    ],
+)
+def test_parse_kernel_aliases(name: str, kernel: Kernel) -> None:
+    assert parse_kernel(name) is kernel
+    assert get_spec(name) is CATALOGUE[kernel]
+
+
+@pytest.mark.parametrize("bad", ["gemx", "", "auto", "gemm2"])
+def test_unknown_names(bad: str) -> None:
+    with pytest.raises(UnknownVersionError, match="expected one of gemm"):
+        parse_kernel(bad)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "capability", "runs"),
+    [
+        (Kernel.GEMV, "7.5", True),
+        (Kernel.GEMV, "7.0", False),
+        (Kernel.GEMV, "9.0", True),
+        (Kernel.GEMV, "12.0", False),  # prebuilt images stop at sm_90, no PTX
+        (Kernel.GEMV_FAST, "7.5", False),
+        (Kernel.MARLIN, "12.0", True),  # built by the user for the local GPU
+        (Kernel.TORCH_INT4, "7.5", False),
+    ],
+)
+def test_runs_on(kernel: Kernel, capability: str, runs: bool) -> None:
+    ok, why = CATALOGUE[kernel].runs_on(ComputeCapability.parse(capability))
+    assert ok is runs
+    assert bool(why) is not runs
+
+
+def test_priorities_cover_every_regime() -> None:
+    for spec in CATALOGUE.values():
+        assert all(isinstance(spec.priority.of(regime), int) for regime in Regime)
+
+
+def test_cli_catalogue_prints_the_table() -> None:
+    code, out, _ = run_cli("catalogue", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [row["kernel"] for row in rows] == [k.value for k in Kernel]
+    by_name = {row["kernel"]: row for row in rows}
+    assert by_name["gemv"]["priority"] == dataclasses.asdict(CATALOGUE[Kernel.GEMV].priority)
+    assert isinstance(KernelSpec.__doc__, str)
