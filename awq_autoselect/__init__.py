@@ -19,7 +19,8 @@ from .catalogue import Kernel
 from .errors import AwqAutoselectError, FallbackWarning
 from .hardware import Detection, detect_compute_capability
 from .loading import LoadReport, LoadResult, load_quantized_auto
-from .selection import Selection, Workload, select_awq_version
+from .selection import Selection, select_awq_version
+from .workload import Workload
 
 __all__ = [
     "AwqAutoselectError",

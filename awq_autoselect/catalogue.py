@@ -174,6 +174,11 @@ class KernelSpec:
         """The dtype its activations must have on ``device_type`` (``"bfloat16"``), or ``None`` for the default."""
         return next((dtype for device, dtype in self.activation_dtypes if device == device_type), None)
 
+    def dtype_on(self, device_type: str) -> str:
+        """The dtype activations have with this kernel on ``device_type``: its own (:attr:`activation_dtypes`),
+        else float16 on CUDA (AutoAWQ's kernels are fp16 kernels) and float32 elsewhere."""
+        return self.activation_dtype(device_type) or ("float16" if device_type == "cuda" else "float32")
+
     def runs_on(self, capability: ComputeCapability) -> tuple[bool, str]:
         """Whether this kernel has code for a GPU of ``capability``, and if not, why."""
         if self.min_capability is not None and capability < self.min_capability:

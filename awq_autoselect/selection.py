@@ -30,7 +30,9 @@ from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kern
 from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
 from .devices import parse_device
 from .environment import Environment, probe_environment
-from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
+from .errors import InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
+from .trials.records import DecodeMode, TrialReport
+from .workload import BATCH_THRESHOLD, Workload
 
 __all__ = [
     "BATCH_THRESHOLD",
@@ -48,58 +50,7 @@ def __dir__() -> list[str]:
 
 logger = logging.getLogger(__name__)
 
-#: From this batch size on, the workload is batched throughput (:attr:`Regime.BATCH`). AutoAWQ's GEMV switches
-#: to its GEMM-like kernel above 8 rows, GEMV_fast's decode kernel only runs batches below 8, and AutoAWQ's
-#: README marks GEMV "avoid" at batch 8 (docs/selection.md).
-BATCH_THRESHOLD = 8
-
 _ZERO_POINT_LAYOUTS = frozenset({Layout.GEMM, Layout.GEMV, Layout.GEMV_FAST})
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What the model will be asked to do: how many sequences at once, how long the prompts and the outputs.
-
-    Only :attr:`regime` steers selection: ``batch`` from :data:`BATCH_THRESHOLD` sequences on, else
-    ``prefill`` when the prompt is longer than the output, else ``decode``.
-
-    Raises:
-        InvalidArgumentError: ``batch_size`` or ``prompt_tokens`` below 1, or ``new_tokens`` below 0.
-    """
-
-    batch_size: int = 1
-    prompt_tokens: int = 128
-    new_tokens: int = 128
-
-    def __post_init__(self) -> None:
-        for name, minimum in (("batch_size", 1), ("prompt_tokens", 1), ("new_tokens", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise InvalidArgumentError(f"workload {name}={value!r}: expected an integer >= {minimum}")
-
-    @property
-    def regime(self) -> Regime:
-        """The regime the workload spends its time in (see the class docstring)."""
-        if self.batch_size >= BATCH_THRESHOLD:
-            return Regime.BATCH
-        if self.prompt_tokens > self.new_tokens:
-            return Regime.PREFILL
-        return Regime.DECODE
-
-    def describe(self) -> str:
-        """``"decode (batch 1, 128 prompt + 128 new tokens)"``."""
-        return (
-            f"{self.regime.value} (batch {self.batch_size}, {self.prompt_tokens} prompt + {self.new_tokens} new tokens)"
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict, with the derived regime."""
-        return {
-            "batch_size": self.batch_size,
-            "prompt_tokens": self.prompt_tokens,
-            "new_tokens": self.new_tokens,
-            "regime": self.regime.value,
-        }
 
 
 @dataclass(frozen=True)
@@ -113,6 +64,10 @@ class Candidate:
         score: its catalogue priority for the workload's regime (higher is preferred).
         notes: caveats, conversions and silent-failure risks worth knowing even when viable.
         conversion: ``(checkpoint layout, kernel layout)`` when the weights are repacked at load, else ``None``.
+        measured_ms: modeled milliseconds of the workload's request (prefill once, then every decode step) for the
+            checkpoint's quantized layers, from a trial on this machine; ``None`` when not measured (ranked by
+            :attr:`score`, the published priority).
+        measurement: what the trial measured, in words (empty when not measured).
     """
 
     kernel: Kernel
@@ -121,6 +76,13 @@ class Candidate:
     score: int
     notes: tuple[str, ...]
     conversion: tuple[Layout, Layout] | None
+    measured_ms: float | None = None
+    measurement: str = ""
+
+    @property
+    def rank_source(self) -> str:
+        """``"measured"`` when a trial on this machine ranks it, else ``"published"``."""
+        return "measured" if self.measured_ms is not None else "published"
 
     @property
     def spec(self) -> KernelSpec:
@@ -136,6 +98,9 @@ class Candidate:
             "reasons": list(self.reasons),
             "notes": list(self.notes),
             "conversion": None if self.conversion is None else [layout.value for layout in self.conversion],
+            "rank_source": self.rank_source,
+            "measured_ms": self.measured_ms,
+            "measurement": self.measurement,
         }
 
 
@@ -217,7 +182,13 @@ class Selection:
         width = max(len(k.value) for k in Kernel)
         for rank, candidate in enumerate(self.candidates, start=1):
             status = "viable" if candidate.viable else "rejected"
-            lines.append(f"  {rank:>2}. {candidate.kernel.value:<{width}}  score {candidate.score:>3}  {status}")
+            if candidate.measured_ms is not None:
+                basis = f"measured {candidate.measured_ms:8.2f} ms/request"
+            else:
+                basis = f"published score {candidate.score:>3}      "
+            lines.append(f"  {rank:>2}. {candidate.kernel.value:<{width}}  {basis}  {status}")
+            if candidate.measurement:
+                lines.append(f"        measured: {candidate.measurement}")
             lines.extend(f"        - {reason}" for reason in candidate.reasons)
             lines.extend(f"        note: {note}" for note in candidate.notes)
         return "\n".join(lines)
@@ -247,20 +218,20 @@ class Selection:
 
 def _checkpoint_inputs(
     checkpoint: str | os.PathLike[str] | QuantConfig | Mapping[str, object] | CheckpointInfo | None,
-) -> tuple[QuantConfig | None, tuple[QuantizedLayer, ...]]:
+) -> tuple[QuantConfig | None, CheckpointInfo | None]:
     if checkpoint is None:
-        return None, ()
+        return None, None
     if isinstance(checkpoint, CheckpointInfo):
-        return checkpoint.quant, checkpoint.layers
+        return checkpoint.quant, checkpoint
     if isinstance(checkpoint, QuantConfig):
-        return checkpoint, ()
+        return checkpoint, None
     if isinstance(checkpoint, Mapping):
         nested = checkpoint.get("quantization_config")
         if isinstance(nested, Mapping):
-            return QuantConfig.from_dict(nested), ()
-        return QuantConfig.from_dict(checkpoint), ()
+            return QuantConfig.from_dict(nested), None
+        return QuantConfig.from_dict(checkpoint), None
     info = read_checkpoint(checkpoint)
-    return info.quant, info.layers
+    return info.quant, info
 
 
 def _is_single_capability(value: object) -> bool:
@@ -481,8 +452,66 @@ def _judge(
 
 
 def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:
+    """Viable first: measured ones by modeled time, then the others by published score; then the rejected."""
     order = {kernel: index for index, kernel in enumerate(CATALOGUE)}
-    return tuple(sorted(candidates, key=lambda c: (not c.viable, -c.score, c.conversion is not None, order[c.kernel])))
+
+    def key(c: Candidate) -> tuple[bool, bool, float, int, bool, int]:
+        measured = c.measured_ms is not None
+        return (not c.viable, not measured, c.measured_ms or 0.0, -c.score, c.conversion is not None, order[c.kernel])
+
+    return tuple(sorted(candidates, key=key))
+
+
+def _apply_measurements(candidate: Candidate, report: TrialReport, work: Workload, device: str) -> Candidate:
+    """A candidate with its trial: rejected with the trial's reason when broken; timed when it ran."""
+    result = report.result(candidate.kernel)
+    if result is None or not candidate.viable:
+        return candidate
+    if not result.ok:
+        reason = f"measured broken on this machine (trial in a child process): {result.reason}"
+        return replace(candidate, viable=False, reasons=(reason,), notes=())
+    mode = DecodeMode(work.decode) if device == "cuda" else DecodeMode.EAGER
+    step = result.layers_ms(work.decode_rows, mode)
+    if step is None and mode is DecodeMode.GRAPH:
+        mode = DecodeMode.EAGER  # not capturable: decode would run eagerly
+        step = result.layers_ms(work.decode_rows, mode)
+    if step is None:
+        return candidate
+    prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER) or 0.0
+    total = prefill + work.new_tokens * step
+    text = (
+        f"{step:.3f} ms per decode step ({work.decode_rows} row(s), {mode.value}) x {work.new_tokens} + "
+        f"{prefill:.2f} ms prefill ({work.prefill_rows} rows) for the quantized layers; "
+        + result.describe(work.decode_rows, mode).split("; ", 1)[-1]
+    )
+    notes = candidate.notes + ((f"trial note: {result.reason}",) if result.reason else ())
+    return replace(candidate, measured_ms=total, measurement=text, notes=notes)
+
+
+def _measurements(
+    measurements: TrialReport | bool | None,
+    info: CheckpointInfo | None,
+    candidates: Sequence[Candidate],
+    *,
+    device: str,
+    index: int | None,
+    work: Workload,
+    env: Environment,
+) -> TrialReport | None:
+    """The trials to rank by: given, looked up in the cache (this machine only), or none."""
+    if isinstance(measurements, TrialReport):
+        return measurements
+    if measurements is False or info is None or not info.layers or env.assumed or device not in ("cuda", "cpu"):
+        return None
+    from .trials.runner import cached_trials
+
+    viable = [c.kernel for c in candidates if c.viable]
+    where = "cpu" if device == "cpu" else f"cuda:{index or 0}"
+    try:
+        return cached_trials(info, viable, device=where, rows=(work.decode_rows, work.prefill_rows))
+    except Exception as exc:  # the cache is an optimisation: a problem with it must not stop a selection
+        logger.warning("trial cache lookup failed: %s", exc)
+        return None
 
 
 # --- entry point -------------------------------------------------------------------------------------------
@@ -500,6 +529,7 @@ def select_awq_version(
     prompt_tokens: int | None = None,
     new_tokens: int | None = None,
     strict: bool = True,
+    measurements: TrialReport | bool | None = None,
 ) -> Selection:
     """Choose the kernel version for a checkpoint on this (or a planned) machine, with every reason.
 
@@ -520,6 +550,10 @@ def select_awq_version(
             its fields (or build one from the defaults).
         strict: with an explicit ``version`` that is not viable, raise (``True``) or return the automatic
             choice with the rejection recorded in :attr:`Selection.request_rejected` (``False``).
+        measurements: trials to rank by (:func:`awq_autoselect.trials.run_trials`); ``None`` (default): what the
+            trial cache holds for this checkpoint on this machine (never for a planned environment); ``False``:
+            rank by the published priorities only. A kernel measured broken is rejected with the trial's reason;
+            measured kernels rank before unmeasured ones, by the modeled time of the workload's request.
 
     Returns:
         A :class:`Selection`. With an explicit viable version, ``chain[0]`` is that version and the rest of
@@ -539,14 +573,16 @@ def select_awq_version(
     if isinstance(version, Kernel) or str(version).strip().lower() != "auto":
         requested = parse_kernel(version)
 
-    overrides = {
-        name: value
-        for name, value in (("batch_size", batch_size), ("prompt_tokens", prompt_tokens), ("new_tokens", new_tokens))
-        if value is not None
-    }
-    work = replace(workload or Workload(), **overrides) if overrides else (workload or Workload())
+    work = workload or Workload()
+    work = replace(
+        work,
+        batch_size=work.batch_size if batch_size is None else batch_size,
+        prompt_tokens=work.prompt_tokens if prompt_tokens is None else prompt_tokens,
+        new_tokens=work.new_tokens if new_tokens is None else new_tokens,
+    )
 
-    quant, layers = _checkpoint_inputs(checkpoint)
+    quant, info = _checkpoint_inputs(checkpoint)
+    layers = info.layers if info is not None else ()
     env = environment if environment is not None else probe_environment()
 
     notes: list[str] = []
@@ -590,6 +626,13 @@ def select_awq_version(
         )
         for spec in CATALOGUE.values()
     ]
+    report = _measurements(measurements, info, judged, device=device_type, index=device_index, work=work, env=env)
+    if report is not None:
+        judged = [_apply_measurements(c, report, work, device_type) for c in judged]
+        measured = sum(c.measured_ms is not None for c in judged)
+        if measured:
+            mode = work.decode if device_type == "cuda" else "eager"
+            notes.append(f"{measured} candidate(s) ranked by trials measured on this machine ({mode} decode)")
     candidates = _rank(judged)
     for candidate in candidates:
         logger.debug(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +14,10 @@ import pytest
 from tests import helpers
 from tests.helpers import QuantizedFactory, hash_tree
 
+# Trials cache what they measure; tests must never read or write the user's cache folder.
+_CACHE = tempfile.mkdtemp(prefix="awq-autoselect-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["AWQ_AUTOSELECT_CACHE_DIR"] = _CACHE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -620,7 +620,8 @@ def test_explain_and_to_dict() -> None:
     assert str(selection) == text
     first = text.splitlines()[0]
     assert first == (
-        "selected: gemv for decode (batch 2, 128 prompt + 128 new tokens) on cuda 8.6 (Ampere), 7.5 (Turing) "
+        "selected: gemv for decode (batch 2, 128 prompt + 128 new tokens, graph decode) on cuda 8.6 (Ampere), "
+        "7.5 (Turing) "
         "[planned environment]"
     )
     assert "checkpoint: gemv layout, 4-bit, group size 64, zero point (asymmetric)" in text
@@ -633,7 +634,13 @@ def test_explain_and_to_dict() -> None:
     assert json.loads(json.dumps(data)) == data
     assert data["kernel"] == "gemv"
     assert data["capabilities"] == ["8.6", "7.5"]
-    assert data["workload"] == {"batch_size": 2, "prompt_tokens": 128, "new_tokens": 128, "regime": "decode"}
+    assert data["workload"] == {
+        "batch_size": 2,
+        "prompt_tokens": 128,
+        "new_tokens": 128,
+        "decode": "graph",
+        "regime": "decode",
+    }
     candidates = data["candidates"]
     assert isinstance(candidates, list)
     assert len(candidates) == len(CATALOGUE)

@@ -3,8 +3,8 @@
 The modules, in the order data flows: :mod:`.benchmark` (the entry point), :mod:`.runner` (loading, runs,
 results), :mod:`.decoders` (eager and CUDA-graph decode loops), :mod:`.timing` (timed and profiled runs),
 :mod:`.traffic` (bytes a decode step reads, peak bandwidth), :mod:`.metadata` (where it ran), :mod:`.records`
-(the immutable results and their files), :mod:`.schema` (JSON/CSV codec and the derived JSON Schema),
-:mod:`.plot`. Importing this package imports no torch.
+(the immutable results and their files; JSON and CSV through :mod:`awq_autoselect._codec`), :mod:`.plot`.
+Importing this package imports no torch.
 """
 
 from __future__ import annotations

@@ -22,12 +22,14 @@ import sys
 from collections.abc import Sequence
 
 from awq_autoselect.catalogue import parse_kernel
-from awq_autoselect.checkpoint import read_checkpoint
+from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
 from awq_autoselect.devices import resolve_device
 from awq_autoselect.errors import InvalidArgumentError
+from awq_autoselect.trials.runner import trials_enabled
+from awq_autoselect.workload import MAX_PREFILL_ROWS
 
 from .metadata import run_metadata
-from .records import BenchmarkMode, BenchmarkReport, BenchmarkSettings, VersionResult
+from .records import BenchmarkMode, BenchmarkReport, BenchmarkSettings, Status, VersionResult
 from .runner import (
     CPU_DENSE_NAME,
     FP16_NAME,
@@ -49,6 +51,29 @@ from .traffic import kv_bytes_per_token
 __all__ = ["benchmark_versions"]
 
 _AUTO = "auto"
+
+
+def _screen(
+    info: CheckpointInfo, states: list[VersionState], dev: BenchDevice, *, rows: Sequence[int], runner: Runner
+) -> None:
+    """Trial the requested kernels that can run here in child processes; mark the ones that break as failed."""
+    from awq_autoselect.selection import select_awq_version
+    from awq_autoselect.trials import run_trials
+
+    requested = [parse_kernel(s.name) for s in states if s.name not in (_AUTO, FP16_NAME, CPU_DENSE_NAME)]
+    if not requested:
+        return
+    viable = select_awq_version(info, device=str(dev.dev), measurements=False, strict=False).chain
+    kernels = [k for k in requested if k in viable]  # the others are reported unavailable by the loader
+    report = run_trials(info, kernels, device=str(dev.dev), rows=rows)
+    for state in states:
+        result = report.result(parse_kernel(state.name)) if state.name in {k.value for k in kernels} else None
+        if result is not None and not result.ok:
+            state.status = Status.FAILED
+            state.reason = (
+                f"broken here: its trial in a child process failed, so it was not loaded in this one: {result.reason}"
+            )
+            runner.notes.append(f"{state.name} was measured broken in a trial and not benchmarked: {result.reason}")
 
 
 def _normalise_versions(versions: Sequence[str], include_fp16: bool, is_cuda: bool) -> tuple[str, ...]:
@@ -123,6 +148,7 @@ def benchmark_versions(
     peak_bandwidth_gbps: float | None = None,
     loader: Loader = default_loader,
     mode: BenchmarkMode | None = None,
+    trials: bool | None = None,
 ) -> BenchmarkReport:
     """Measure single-query latency of AWQ kernel versions on one checkpoint, side by side.
 
@@ -160,6 +186,10 @@ def benchmark_versions(
             :func:`~awq_autoselect.bench.runner.default_loader` (the project's loader, one version each, no
             fallback).
         mode: force ``interleaved`` or ``sequential``; default: interleaved when every version fits in GPU memory.
+        trials: first run every requested kernel version that can run here in a child process
+            (:mod:`awq_autoselect.trials`, cached); one that crashes there (an illegal memory access, a signal, a
+            timeout) or returns wrong numbers is reported *failed* with that reason and never loaded in this
+            process, so the others are still measured. ``None``: on unless ``$AWQ_AUTOSELECT_TRIALS`` is ``0``.
 
     Returns:
         The :class:`BenchmarkReport`.
@@ -211,6 +241,9 @@ def benchmark_versions(
         progress=bar,
     )
     states = [VersionState(name) for name in names]
+    if trials_enabled(trials):
+        prefill = (min(b * prompt_tokens, MAX_PREFILL_ROWS) for b in sizes)
+        _screen(info, states, dev, rows=sorted({*sizes, *prefill}), runner=runner)
     if mode is None:
         kv = kv_bytes_per_token(info.config, prompt_tokens, new_tokens, max(sizes)) or 0
         run_bytes = 3 * kv  # the whole cache is about twice the mean read; leave room for activations

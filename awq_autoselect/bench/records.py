@@ -20,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from awq_autoselect._codec import JSONValue, csv_cell, csv_value, from_json, json_schema, to_json, validate
 from awq_autoselect._writing import write_file
 from awq_autoselect.errors import InvalidReportError
-
-from .schema import JSONValue, csv_cell, csv_value, from_json, json_schema, to_json, validate
 
 __all__ = [
     "JSON_SCHEMA",

@@ -203,6 +203,8 @@ class Runner:
         """
         import torch
 
+        if version.status is not Status.OK:
+            return  # already known not to run (a trial crashed): never loaded in this process
         if self.poisoned:
             version.status, version.reason = Status.FAILED, self.poisoned
             return

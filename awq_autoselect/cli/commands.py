@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from awq_autoselect.errors import FallbackWarning
 
 from .exits import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from awq_autoselect.catalogue import Kernel
 
 __all__ = [
     "cmd_bench",
@@ -23,6 +27,7 @@ __all__ = [
     "cmd_make_synthetic",
     "cmd_report",
     "cmd_select",
+    "cmd_tune",
 ]
 
 
@@ -92,7 +97,7 @@ def _format_environment(env: object) -> str:
 
 
 def _workload(args: argparse.Namespace) -> object:
-    from awq_autoselect.selection import Workload
+    from awq_autoselect.workload import Workload
 
     return Workload(
         batch_size=args.batch_size if args.batch_size is not None else 1,
@@ -104,7 +109,8 @@ def _workload(args: argparse.Namespace) -> object:
 def _select_from_args(args: argparse.Namespace) -> object:
     from awq_autoselect.checkpoint import QuantConfig
     from awq_autoselect.environment import Environment
-    from awq_autoselect.selection import Workload, select_awq_version
+    from awq_autoselect.selection import select_awq_version
+    from awq_autoselect.workload import Workload
 
     environment = None
     if args.kernels is not None:
@@ -370,3 +376,103 @@ def cmd_make_synthetic(args: argparse.Namespace, out: TextIO) -> int:
     )
     out.write(f"wrote {path}\n")
     return EXIT_OK
+
+
+def _progress_printer(err: TextIO) -> Callable[[int, int, Kernel, str], None]:
+    """A progress callback: a tqdm bar on a terminal, else one line per step on ``err``."""
+    bar: object = None
+    if err.isatty():
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            bar = None
+        else:
+            bar = tqdm(total=None, desc="trials", unit="kernel", leave=False, file=err)
+
+    def show(index: int, total: int, kernel: Kernel, status: str) -> None:
+        if bar is not None:
+            bar.total = total  # type: ignore[attr-defined]
+            bar.set_postfix_str(f"{kernel.value}: {status}", refresh=True)  # type: ignore[attr-defined]
+            if status != "running":
+                bar.update(1)  # type: ignore[attr-defined]
+        else:
+            err.write(f"trial {index}/{total} {kernel.value}: {status}\n")
+            err.flush()
+
+    return show
+
+
+def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
+    """Run every viable kernel on the checkpoint's shapes in child processes; print and cache what was measured."""
+    import sys
+
+    from awq_autoselect.checkpoint import read_checkpoint
+    from awq_autoselect.devices import resolve_device
+    from awq_autoselect.selection import select_awq_version
+    from awq_autoselect.trials import DecodeMode, run_trials
+    from awq_autoselect.workload import Workload
+
+    info = read_checkpoint(args.path)
+    dev = resolve_device(args.device)
+    decode = args.decode or ("graph" if dev.type == "cuda" else "eager")
+    work = Workload(
+        batch_size=args.batch_size or 1,
+        prompt_tokens=args.prompt_tokens or 128,
+        new_tokens=args.new_tokens if args.new_tokens is not None else 128,
+        decode=decode,
+    )
+    published = select_awq_version(info, device=str(dev), workload=work, measurements=False, strict=False)
+    kernels = list(published.chain)
+    report = run_trials(
+        info,
+        kernels,
+        device=str(dev),
+        rows=(work.decode_rows, work.prefill_rows),
+        use_cache=False,
+        timeout_s=args.timeout,
+        progress=_progress_printer(sys.stderr),
+    )
+    selection = select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False)
+    if args.json:
+        from awq_autoselect._codec import to_json
+
+        _emit_json(
+            {
+                "schema": "awq-autoselect.tune/1",
+                "path": str(info.path),
+                "device": str(dev),
+                "workload": work.to_dict(),
+                "results": [to_json(r) for r in report.results],
+                "selection": selection.to_dict(),
+            },
+            out,
+        )
+    else:
+        mode = DecodeMode(decode) if dev.type == "cuda" else DecodeMode.EAGER
+        out.write(
+            f"trials on {dev} for {info.path} ({len(info.layers)} quantized layers, shapes "
+            + ", ".join(f"{k}x{n}" for k, n in info.shapes())
+            + f"); {work.describe()}\n"
+        )
+        out.write(
+            f"{'kernel':<12} {'status':<7} {'us per call at ' + str(work.decode_rows) + ' row(s), eager / graph':<44} "
+            f"{'ms/token (' + mode.value + ')':>16} {'prefill ms':>11}\n"
+        )
+        for result in report.results:
+            step = result.layers_ms(work.decode_rows, mode)
+            prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER)
+            cells = []
+            for shape in result.shapes:
+                timing = shape.timing(work.decode_rows)
+                if timing is not None:
+                    graph = "-" if timing.graph_us is None else f"{timing.graph_us:.1f}"
+                    cells.append(f"{timing.eager_us:.1f}/{graph}")
+            out.write(
+                f"{result.kernel.value:<12} {result.status.value:<7} {' '.join(cells) or '-':<44} "
+                f"{'-' if step is None else f'{step:.3f}':>16} {'-' if prefill is None else f'{prefill:.2f}':>11}\n"
+            )
+            if result.reason:
+                out.write(f"    {result.reason}\n")
+        out.write(f"selected: {selection.kernel.value} (chain: {' > '.join(k.value for k in selection.chain)})\n")
+        out.write("the results are cached: select, load and bench use them on this machine\n")
+    return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED

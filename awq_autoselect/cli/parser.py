@@ -22,6 +22,7 @@ from .commands import (
     cmd_make_synthetic,
     cmd_report,
     cmd_select,
+    cmd_tune,
 )
 
 __all__ = ["UsageError", "build_parser"]
@@ -198,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=["gemm", "gemv", "gemv_fast", "marlin"])
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "tune", help="run every viable kernel on the checkpoint's shapes in child processes; cache the timings"
+    )
+    p.add_argument("path")
+    p.add_argument("--device", type=_device, default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--decode", choices=["graph", "eager"], default=None, help="rank for this decode mode")
+    _add_workload_args(p)
+    p.add_argument("--timeout", type=_positive_float, default=None, metavar="S", help="seconds per kernel's trial")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("bench", help="single-query latency of each version, side by side")
     p.add_argument("path")

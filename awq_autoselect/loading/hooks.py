@@ -34,18 +34,12 @@ HOOK_LOCK = threading.RLock()
 
 
 def default_dtype(kernel: Kernel, device: torch.device) -> torch.dtype:
-    """The dtype a model runs in with ``kernel`` on ``device``: the kernel's own (catalogue), else fp16 on CUDA and
-    float32 on the CPU."""
+    """The dtype a model runs in with ``kernel`` on ``device`` (:meth:`KernelSpec.dtype_on`)."""
     import torch
 
-    required = CATALOGUE[kernel].activation_dtype(device.type)
-    if required is not None:
-        dtype = getattr(torch, required)
-        assert isinstance(dtype, torch.dtype)
-        return dtype  # e.g. tinygemm takes bf16 activations: the whole model runs in bf16
-    if device.type == "cpu":
-        return torch.float32  # fp16 matmul on CPU is slow and gains nothing; weights stay int4
-    return torch.float16  # AutoAWQ's kernels are fp16 kernels
+    dtype = getattr(torch, CATALOGUE[kernel].dtype_on(device.type))
+    assert isinstance(dtype, torch.dtype)
+    return dtype
 
 
 @contextlib.contextmanager

@@ -39,6 +39,9 @@ from awq_autoselect.errors import (
     KernelFailedError,
     VersionUnavailableError,
 )
+from awq_autoselect.trials.records import TrialReport
+from awq_autoselect.trials.runner import run_trials, trials_enabled
+from awq_autoselect.workload import Workload
 
 from .hooks import build_model, default_dtype
 from .probe import DEFAULT_PROBE_TOLERANCE, ProbeMismatchError, run_probe
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     import torch
 
     from awq_autoselect.environment import Environment
-    from awq_autoselect.selection import Selection, Workload
+    from awq_autoselect.selection import Selection
 
 __all__ = ["load_dense_baseline", "load_quantized_auto"]
 
@@ -75,11 +78,15 @@ _RETRYABLE: tuple[type[BaseException], ...] = (*_KERNEL_ERRORS, ProbeMismatchErr
 
 
 def _release(device: torch.device) -> None:
+    """Free what a failed attempt left; never raises (a poisoned context makes empty_cache raise too)."""
     import torch
 
     gc.collect()
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        try:
+            torch.cuda.empty_cache()
+        except Exception as exc:  # the context check that follows says what this means
+            logger.debug("empty_cache failed after a failed attempt: %s", exc)
 
 
 def _check_cuda_context(device: torch.device, error: BaseException, attempts: list[Attempt]) -> None:
@@ -131,6 +138,7 @@ def load_quantized_auto(
     torch_dtype: torch.dtype | None = None,
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE,
     trust_remote_code: bool = False,
+    trials: bool | None = None,
 ) -> LoadResult:
     """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
 
@@ -152,6 +160,10 @@ def load_quantized_auto(
             torch_int4, float32 on CPU.
         probe_tolerance: relative error allowed between a probed layer and its float32 reference.
         trust_remote_code: passed to transformers; off by default.
+        trials: run every viable kernel on layers of this checkpoint's shapes in child processes first (timed,
+            numerically checked, crash-isolated; cached on disk, so only the first load on a machine pays), then
+            load in this process only kernels that passed, fastest first. ``None``: on, unless
+            ``$AWQ_AUTOSELECT_TRIALS`` is ``0``; ignored when ``selection`` is given.
 
     Returns:
         ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
@@ -175,20 +187,40 @@ def load_quantized_auto(
 
     dev = resolve_device(device)
     env = environment if environment is not None else probe_environment()
+    trial_failures: list[tuple[Kernel, str]] = []
     if selection is None:
         capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
-        selection = select_awq_version(
-            info,
-            version=requested,
-            capability=capability,
-            device=dev.type,
-            environment=env,
-            workload=workload,
-            strict=not fallback,
-        )
-    attempts: list[Attempt] = []
+        work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
+
+        def select(measured: TrialReport | bool | None) -> Selection:
+            return select_awq_version(
+                info,
+                version=requested,
+                capability=capability,
+                device=str(dev),
+                environment=env,
+                workload=work,
+                strict=not fallback,
+                measurements=measured,
+            )
+
+        selection = select(False)
+        if trials_enabled(trials):
+            to_try = selection.chain if fallback else selection.chain[:1]
+            measured = run_trials(info, to_try, device=str(dev), rows=(work.decode_rows, work.prefill_rows))
+            trial_failures = [(k, measured.broken[k]) for k in to_try if k in measured.broken]
+            selection = select(measured)
+    # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
+    attempts: list[Attempt] = [
+        Attempt(kernel, False, "trial", False, None, f"failed its trial in a child process: {reason}")
+        for kernel, reason in trial_failures
+    ]
     chain = list(selection.chain)
-    if requested != "auto" and (not chain or chain[0].value != requested):
+    if (
+        requested != "auto"
+        and (not chain or chain[0].value != requested)
+        and Kernel(requested) not in dict(trial_failures)
+    ):
         reasons = selection.rejected.get(Kernel(requested), ("not viable here",))
         attempts.append(Attempt(Kernel(requested), False, "skipped", False, None, "; ".join(reasons)))
         if not fallback:
@@ -241,6 +273,11 @@ def load_quantized_auto(
                 _release(dev)
                 _check_cuda_context(dev, exc, attempts)
                 continue
+            except Exception as exc:  # not a kernel failure we retry on; but it may have broken the context
+                model = None
+                _release(dev)
+                _check_cuda_context(dev, exc, attempts)
+                raise
             attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
             report = LoadReport(
                 path=str(info.path),

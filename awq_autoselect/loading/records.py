@@ -22,7 +22,7 @@ class Attempt:
 
     kernel: Kernel
     fused: bool
-    stage: str  # "skipped" (rejected before loading), "load", "probe", or "ok"
+    stage: str  # "trial" (broke in its trial), "skipped" (rejected before loading), "load", "probe", or "ok"
     ok: bool
     error_type: str | None = None
     message: str = ""
@@ -45,6 +45,8 @@ class Attempt:
             return f"{self.kernel}{fused}: ok ({self.seconds:.2f} s)"
         if self.stage == "skipped":
             return f"{self.kernel}{fused}: not tried: {self.message}"
+        if self.stage == "trial":
+            return f"{self.kernel}{fused}: not loaded: {self.message}"
         error = f"{self.error_type}: " if self.error_type else ""
         return f"{self.kernel}{fused}: failed at {self.stage}: {error}{self.message}"
 

@@ -1,6 +1,8 @@
 """Records as JSON and CSV: a codec and a JSON Schema, both derived from the dataclasses' type hints.
 
-Nothing here knows the benchmark's records: :func:`json_schema` walks any frozen dataclass (fields typed with
+Used by the benchmark report and the trial cache.
+
+Nothing here knows any particular record: :func:`json_schema` walks any frozen dataclass (fields typed with
 ``int``, ``float``, ``str``, ``bool``, str-valued enums, ``X | None``, ``tuple[X, ...]`` and nested dataclasses),
 so the schema cannot drift from the code. Constraints come from each field's ``metadata``:
 

@@ -1,0 +1,36 @@
+"""Trials: every candidate kernel run on layers of the checkpoint's shapes, in its own child process, measured.
+
+A kernel that crashes (a signal, an illegal memory access, a timeout) or returns wrong numbers is *broken* for
+that shape on that machine, with the reason, and never touches the caller's process. The results are cached on
+disk (:mod:`.cache`), keyed by everything that changes the answer. :mod:`.records` holds what is measured,
+:mod:`.child` runs in the child process, :mod:`.runner` starts the children.
+"""
+
+from __future__ import annotations
+
+from .cache import CACHE_ENV, TrialCache, cache_dir
+from .records import DecodeMode, LayerShape, RowTiming, ShapeResult, TrialReport, TrialResult, TrialStatus
+from .runner import TIMEOUT_ENV, TRIALS_ENV, cached_trials, layer_shapes, run_trials, trials_enabled
+
+__all__ = [
+    "CACHE_ENV",
+    "TIMEOUT_ENV",
+    "TRIALS_ENV",
+    "DecodeMode",
+    "LayerShape",
+    "RowTiming",
+    "ShapeResult",
+    "TrialCache",
+    "TrialReport",
+    "TrialResult",
+    "TrialStatus",
+    "cache_dir",
+    "cached_trials",
+    "layer_shapes",
+    "run_trials",
+    "trials_enabled",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,209 @@
+"""Running trials: one child process per kernel, with a timeout, results cached on disk.
+
+The caller's process never runs a kernel here: each is run by ``python -m awq_autoselect.trials.child`` (see
+:mod:`.child`), so a kernel that poisons its CUDA context, aborts, segfaults or hangs is recorded as *broken* with
+the reason (the signal's name, the CUDA error, "timed out after N s") and the caller goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from awq_autoselect.catalogue import Kernel
+from awq_autoselect.checkpoint import CheckpointInfo
+
+from .cache import MachineKey, QuantSignature, TrialCache, machine_key
+from .child import RESULT_MARKER
+from .records import LayerShape, TrialReport, TrialResult, TrialStatus, utc_timestamp
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "TIMEOUT_ENV",
+    "TRIALS_ENV",
+    "cached_trials",
+    "layer_shapes",
+    "run_trials",
+    "signature_of",
+    "trials_enabled",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one kernel's trial may take before its process is killed and the kernel marked broken.
+DEFAULT_TIMEOUT_S = 300.0
+#: Environment variable overriding :data:`DEFAULT_TIMEOUT_S`.
+TIMEOUT_ENV = "AWQ_AUTOSELECT_TRIAL_TIMEOUT"
+#: Environment variable that turns the loader's automatic trials off (``0``, ``false``, ``no``, ``off``).
+TRIALS_ENV = "AWQ_AUTOSELECT_TRIALS"
+#: The numeric check's tolerance: the loader's probe tolerance.
+TOLERANCE = 0.02
+
+_CUDA_ERRORS = ("illegal memory access", "CUDA error", "device-side assert", "misaligned address", "no kernel image")
+
+
+def trials_enabled(explicit: bool | None = None) -> bool:
+    """Whether automatic trials run: ``explicit`` when given, else not turned off by :data:`TRIALS_ENV`."""
+    if explicit is not None:
+        return explicit
+    return os.environ.get(TRIALS_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def layer_shapes(info: CheckpointInfo) -> tuple[LayerShape, ...]:
+    """The checkpoint's distinct quantized layer shapes, with how many layers have each."""
+    counts: dict[tuple[int, int], int] = {}
+    for layer in info.layers:
+        key = (layer.in_features, layer.out_features)
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(LayerShape(k, n, c) for (k, n), c in sorted(counts.items()))
+
+
+def signature_of(info: CheckpointInfo) -> QuantSignature:
+    """The checkpoint's quantization signature (the cache key's checkpoint part)."""
+    return QuantSignature(
+        bits=info.quant.bits, group_size=info.quant.group_size, zero_point=info.quant.zero_point, shapes=info.shapes()
+    )
+
+
+def _timeout(explicit: float | None) -> float:
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        logger.warning("%s=%r is not a number of seconds; using %g", TIMEOUT_ENV, raw, DEFAULT_TIMEOUT_S)
+        return DEFAULT_TIMEOUT_S
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)[-500:]
+
+
+def _broken(kernel: Kernel, device: str, reason: str, seconds: float) -> TrialResult:
+    return TrialResult(kernel, TrialStatus.BROKEN, reason, device, (), seconds, utc_timestamp())
+
+
+def _run_child(kernel: Kernel, job: dict[str, object], timeout_s: float) -> TrialResult:
+    device = str(job["device"])
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "awq_autoselect.trials.child"]
+    try:
+        done = subprocess.run(
+            command, input=json.dumps(job), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return _broken(kernel, device, f"the trial did not finish within {timeout_s:g} s (killed)", timeout_s)
+    except OSError as exc:
+        return _broken(kernel, device, f"the trial process could not start: {exc}", time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    marked = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    if done.returncode == 0 and marked:
+        from awq_autoselect._codec import from_json
+
+        result = from_json(TrialResult, json.loads(marked[-1][len(RESULT_MARKER) :]))
+        assert isinstance(result, TrialResult)
+        return result
+    stderr = done.stderr or ""
+    cuda = next((hint for hint in _CUDA_ERRORS if hint.lower() in stderr.lower()), None)
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        what = f"the trial process was killed by {name}"
+    else:
+        what = f"the trial process exited with status {done.returncode} without a result"
+    detail = f" after a CUDA error ({cuda})" if cuda else ""
+    return _broken(kernel, device, f"{what}{detail}: {_tail(stderr) or 'no output'}", seconds)
+
+
+def run_trials(
+    info: CheckpointInfo,
+    kernels: Sequence[Kernel],
+    *,
+    device: str,
+    rows: Sequence[int],
+    graph: bool = True,
+    cache: TrialCache | None = None,
+    use_cache: bool = True,
+    timeout_s: float | None = None,
+    progress: Callable[[int, int, Kernel, str], None] | None = None,
+) -> TrialReport:
+    """Trial every kernel of ``kernels`` on layers of ``info``'s shapes on ``device``, each in a child process.
+
+    Args:
+        info: the checkpoint (its shapes, bits, group size and zero point; its weights are not read).
+        kernels: the kernels to try (normally the viable candidates of a selection).
+        device: ``"cuda:N"`` or ``"cpu"``.
+        rows: the row counts to time (1 for batch-1 decode, the batch size, the prefill rows).
+        graph: also time the calls replayed from a CUDA graph (CUDA only).
+        cache: where results are kept (default: the user cache folder); ``use_cache=False`` runs every trial
+            again and overwrites what is cached.
+        timeout_s: seconds one kernel may take (default :data:`DEFAULT_TIMEOUT_S`, or
+            ``$AWQ_AUTOSELECT_TRIAL_TIMEOUT``).
+        progress: called as ``progress(index, total, kernel, status)`` before and after each kernel.
+
+    Returns:
+        A :class:`~.records.TrialReport` with one result per kernel, in the order given.
+    """
+    store = cache if cache is not None else TrialCache()
+    machine: MachineKey = machine_key(device)
+    signature = signature_of(info)
+    shapes = layer_shapes(info)
+    wanted = sorted({int(r) for r in rows})
+    results: list[TrialResult] = []
+    from_cache: list[Kernel] = []
+    limit = _timeout(timeout_s)
+    for index, kernel in enumerate(kernels, start=1):
+        cached = store.get(machine, kernel, signature, shapes) if use_cache else None
+        if cached is not None and (not cached.ok or set(wanted) <= cached.rows_measured()):
+            results.append(cached)
+            from_cache.append(kernel)
+            if progress is not None:
+                progress(index, len(kernels), kernel, f"cached: {cached.status.value}")
+            continue
+        if progress is not None:
+            progress(index, len(kernels), kernel, "running")
+        job: dict[str, object] = {
+            "kernel": kernel.value,
+            "device": device,
+            "shapes": [[s.in_features, s.out_features, s.count] for s in shapes],
+            "group_size": info.quant.group_size,
+            "zero_point": info.quant.zero_point,
+            "rows": wanted,
+            "graph": graph,
+            "tolerance": TOLERANCE,
+        }
+        result = _run_child(kernel, job, limit)
+        logger.info("trial %s on %s: %s %s", kernel.value, device, result.status.value, result.reason)
+        try:
+            store.put(machine, kernel, signature, result)
+        except Exception as exc:  # an unwritable cache costs a re-run later, nothing more
+            logger.warning("could not cache the trial of %s: %s", kernel.value, exc)
+        results.append(result)
+        if progress is not None:
+            progress(index, len(kernels), kernel, result.status.value)
+    return TrialReport(device=device, results=tuple(results), from_cache=tuple(from_cache))
+
+
+def cached_trials(info: CheckpointInfo, kernels: Sequence[Kernel], *, device: str, rows: Sequence[int]) -> TrialReport:
+    """What the cache knows for ``kernels`` (no trial is run); kernels without an answer are left out."""
+    store = TrialCache()
+    machine = machine_key(device)
+    signature = signature_of(info)
+    shapes = layer_shapes(info)
+    wanted = {int(r) for r in rows}
+    found = []
+    for kernel in kernels:
+        cached = store.get(machine, kernel, signature, shapes)
+        if cached is not None and (not cached.ok or wanted <= cached.rows_measured()):
+            found.append(cached)
+    return TrialReport(device=device, results=tuple(found), from_cache=tuple(r.kernel for r in found))

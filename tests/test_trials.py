@@ -1,0 +1,319 @@
+"""Trials on the CPU, for real: child processes running the real kernels on a real AutoAWQ checkpoint's shapes.
+
+Kernels that misbehave are real kernels made to misbehave inside the child process only (tests/crash_site puts a
+``sitecustomize`` on the child's path): a SIGSEGV, a hang, wrong numbers. The caller's process must survive each,
+record the reason, and a load must go on with the next kernel. No timing is asserted, only that timings exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from awq_autoselect import FallbackWarning
+from awq_autoselect.catalogue import Kernel
+from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
+from awq_autoselect.environment import Environment
+from awq_autoselect.loading import load_quantized_auto
+from awq_autoselect.selection import select_awq_version
+from awq_autoselect.trials import (
+    DecodeMode,
+    LayerShape,
+    RowTiming,
+    ShapeResult,
+    TrialCache,
+    TrialReport,
+    TrialResult,
+    TrialStatus,
+    run_trials,
+)
+from awq_autoselect.trials.cache import machine_key
+from awq_autoselect.trials.runner import signature_of
+from tests.helpers import QuantizedFactory, run_cli
+
+CRASH_SITE = Path(__file__).resolve().parent / "crash_site"
+
+
+@pytest.fixture
+def checkpoint(quantized: QuantizedFactory) -> Path:
+    return quantized(version="gemm", group_size=128)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> TrialCache:
+    return TrialCache(tmp_path / "cache")
+
+
+def _break(monkeypatch: pytest.MonkeyPatch, kernel: str, how: str) -> None:
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(CRASH_SITE), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("AWQ_TEST_BREAK_KERNEL", kernel)
+    monkeypatch.setenv("AWQ_TEST_BREAK_HOW", how)
+
+
+def test_working_kernels_are_timed_and_a_missing_extension_is_broken(checkpoint: Path, cache: TrialCache) -> None:
+    info = read_checkpoint(checkpoint)
+    report = run_trials(
+        info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH, Kernel.GEMV], device="cpu", rows=(1, 16), cache=cache
+    )
+    assert [r.kernel for r in report.results] == [Kernel.TORCH_INT4, Kernel.GEMM_TORCH, Kernel.GEMV]
+    for result in report.results[:2]:
+        assert result.status is TrialStatus.OK, result.reason
+        assert {(s.shape.in_features, s.shape.out_features) for s in result.shapes} == set(info.shapes())
+        assert sum(s.shape.count for s in result.shapes) == len(info.layers)
+        for shape in result.shapes:
+            assert shape.max_rel_error < 0.02
+            assert [t.rows for t in shape.timings] == [1, 16]
+            assert all(t.eager_us > 0 and t.graph_us is None for t in shape.timings)  # no CUDA graphs on a CPU
+        step = result.layers_ms(1, DecodeMode.EAGER)
+        assert step is not None
+        assert step > 0
+        assert result.layers_ms(1, DecodeMode.GRAPH) is None
+    gemv = report.results[2]
+    assert gemv.status is TrialStatus.BROKEN
+    assert "awq_ext" in gemv.reason  # AutoAWQ's own error at the first forward, from the child
+    assert report.broken == {Kernel.GEMV: gemv.reason}
+
+
+def test_results_are_cached_and_reused(checkpoint: Path, cache: TrialCache) -> None:
+    info = read_checkpoint(checkpoint)
+    first = run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1,), cache=cache)
+    assert first.from_cache == ()
+    entries = list(cache.root.glob("*.json"))
+    assert len(entries) == 1
+    stored = json.loads(entries[0].read_text())
+    assert stored["key"]["kernel"] == "torch_int4"
+    assert stored["key"]["machine"]["torch"]
+    assert stored["key"]["signature"]["shapes"] == [list(s) for s in info.shapes()]
+    again = run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1,), cache=cache)
+    assert again.from_cache == (Kernel.TORCH_INT4,)
+    assert again.results == first.results
+    # Another row count is measured and merged into the same entry.
+    more = run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1, 4), cache=cache)
+    assert more.from_cache == ()
+    merged = cache.get(machine_key("cpu"), Kernel.TORCH_INT4, signature_of(info), ())
+    assert merged is not None
+    assert merged.rows_measured() == {1, 4}
+    assert run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(4,), cache=cache).from_cache == (
+        Kernel.TORCH_INT4,
+    )
+
+
+def test_corrupt_and_stale_entries_are_ignored_with_a_log_line(
+    checkpoint: Path, cache: TrialCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    info = read_checkpoint(checkpoint)
+    run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1,), cache=cache)
+    (entry,) = cache.root.glob("*.json")
+    machine, signature = machine_key("cpu"), signature_of(info)
+    good = entry.read_text()
+    for bad in ("{not json", json.dumps({"schema": "something/else"}), good.replace('"torch_int4"', '"gemm"', 1)):
+        entry.write_text(bad)
+        with caplog.at_level(logging.INFO, logger="awq_autoselect.trials.cache"):
+            caplog.clear()
+            assert cache.get(machine, Kernel.TORCH_INT4, signature, ()) is None
+        assert "ignoring" in caplog.text
+    data = json.loads(good)
+    data["result"]["shapes"] = "garbage"
+    entry.write_text(json.dumps(data))
+    assert cache.get(machine, Kernel.TORCH_INT4, signature, ()) is None
+    # A corrupt entry is a miss: the next trial measures again and replaces it.
+    report = run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1,), cache=cache)
+    assert report.from_cache == ()
+    assert cache.get(machine, Kernel.TORCH_INT4, signature, ()) is not None
+
+
+def test_two_processes_tuning_at_once_leave_a_valid_cache(checkpoint: Path, tmp_path: Path) -> None:
+    root = tmp_path / "shared-cache"
+    code = (
+        "import sys; from pathlib import Path; "
+        "from awq_autoselect.checkpoint import read_checkpoint; from awq_autoselect.catalogue import Kernel; "
+        "from awq_autoselect.trials import run_trials, TrialCache; "
+        "r = run_trials(read_checkpoint(sys.argv[1]), [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device='cpu', "
+        "rows=(1, int(sys.argv[3])), cache=TrialCache(Path(sys.argv[2]))); "
+        "sys.exit(0 if all(x.ok for x in r.results) else 1)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(checkpoint), str(root), rows]) for rows in ("2", "8")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    cache = TrialCache(root)
+    info = read_checkpoint(checkpoint)
+    for kernel in (Kernel.TORCH_INT4, Kernel.GEMM_TORCH):
+        entry = cache.get(machine_key("cpu"), kernel, signature_of(info), ())
+        assert entry is not None
+        assert entry.ok
+        assert {1} <= entry.rows_measured()
+    assert not [p for p in (root / "trials").iterdir() if p.name.startswith(".") and p.name != ".lock"]
+
+
+def test_concurrent_writers_in_one_process_never_corrupt_an_entry(checkpoint: Path, cache: TrialCache) -> None:
+    info = read_checkpoint(checkpoint)
+    machine, signature = machine_key("cpu"), signature_of(info)
+    results = [
+        TrialResult(
+            Kernel.GEMM_TORCH,
+            TrialStatus.OK,
+            "",
+            "cpu",
+            (ShapeResult(LayerShape(256, 256, 1), 0.0, (RowTiming(rows, 10.0 + rows, None),)),),
+            1.0,
+            "2026-12-01T00:00:00+00:00",
+        )
+        for rows in range(1, 9)
+    ]
+    threads = [threading.Thread(target=cache.put, args=(machine, Kernel.GEMM_TORCH, signature, r)) for r in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entry = cache.get(machine, Kernel.GEMM_TORCH, signature, ())
+    assert entry is not None
+    assert entry.rows_measured() == set(range(1, 9))  # the lock serialises read-merge-write
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"),
+    [
+        ("segfault", "killed by SIGSEGV"),
+        ("garbage", "wrong numbers"),
+        ("raise", "illegal memory access"),
+    ],
+)
+def test_a_kernel_that_breaks_is_isolated_and_rejected_with_the_reason(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, how: str, needle: str
+) -> None:
+    _break(monkeypatch, "torch_int4", how)
+    info = read_checkpoint(checkpoint)
+    report = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache)
+    broken, fine = report.results
+    assert broken.status is TrialStatus.BROKEN
+    assert needle in broken.reason
+    assert fine.ok  # the next kernel's trial is unaffected
+    selection = select_awq_version(info, device="cpu", measurements=report)
+    assert selection.kernel is Kernel.GEMM_TORCH
+    assert "measured broken on this machine" in selection.rejected[Kernel.TORCH_INT4][0]
+    assert needle in selection.rejected[Kernel.TORCH_INT4][0]
+
+
+def test_a_hanging_kernel_times_out(checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    _break(monkeypatch, "gemm_torch", "hang")
+    report = run_trials(
+        read_checkpoint(checkpoint), [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, timeout_s=20
+    )
+    assert report.results[0].status is TrialStatus.BROKEN
+    assert "did not finish within 20 s" in report.results[0].reason
+
+
+def test_load_goes_on_with_the_next_kernel_when_one_kills_its_trial(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    _break(monkeypatch, "torch_int4", "segfault")
+    with pytest.warns(FallbackWarning, match="killed by SIGSEGV"):
+        model, report = load_quantized_auto(checkpoint, device="cpu")
+    assert report.kernel is Kernel.GEMM_TORCH
+    skipped = report.attempts[0]
+    assert (skipped.kernel, skipped.stage, skipped.ok) == (Kernel.TORCH_INT4, "trial", False)
+    assert "SIGSEGV" in skipped.message
+    assert report.probe is not None
+    assert report.probe.ok
+    assert model is not None
+    # Explicitly asked for, without fallback: refused with the trial's reason, nothing loaded.
+    from awq_autoselect.errors import VersionUnavailableError
+
+    with pytest.raises(VersionUnavailableError, match="killed by SIGSEGV"):
+        load_quantized_auto(checkpoint, "torch_int4", device="cpu", fallback=False)
+
+
+def _report(**ms: float) -> TrialReport:
+    def result(kernel: str, us: float) -> TrialResult:
+        shapes = tuple(
+            ShapeResult(LayerShape(k, n, c), 0.001, (RowTiming(1, us, us / 2), RowTiming(128, us * 10, None)))
+            for k, n, c in ((256, 256, 8), (256, 512, 4), (512, 256, 2))
+        )
+        return TrialResult(Kernel(kernel), TrialStatus.OK, "", "cuda:0", shapes, 1.0, "2026-12-01T00:00:00+00:00")
+
+    return TrialReport("cuda:0", tuple(result(k, v) for k, v in ms.items()))
+
+
+def test_selection_ranks_by_measurement_where_it_exists() -> None:
+    env = Environment.assume(["gemv", "gemm", "torch_int4"], torch_version="2.6.0")
+    published = select_awq_version({"bits": 4, "group_size": 128, "version": "gemm"}, capability="9.0", environment=env)
+    assert published.chain[0] is Kernel.GEMV  # the published order
+    assert all(c.rank_source == "published" for c in published.candidates)
+    # Measurements need layer shapes: a checkpoint description with layers.
+    info = _fake_info()
+    measured = select_awq_version(
+        info, capability="9.0", environment=env, measurements=_report(torch_int4=8.0, gemv=12.0)
+    )
+    assert measured.chain[:2] == (Kernel.TORCH_INT4, Kernel.GEMV)  # measured, fastest first
+    assert measured.candidate("torch_int4").rank_source == "measured"
+    assert measured.candidate("gemm").rank_source == "published"  # not measured: after the measured ones
+    text = measured.explain()
+    assert "measured" in text
+    assert "published score" in text
+    assert "ms per decode step" in text
+
+
+def _fake_info() -> CheckpointInfo:
+    """A CheckpointInfo with the shapes of the report above, described without files."""
+    import dataclasses
+
+    from awq_autoselect.catalogue import Layout
+    from awq_autoselect.checkpoint import QuantConfig, QuantizedLayer
+
+    layers = tuple(
+        QuantizedLayer(f"model.layers.{i}.{name}", k, n, Layout.GEMM, False, k * n // 2)
+        for i in range(2)
+        for name, k, n in (
+            ("a", 256, 256),
+            ("b", 256, 256),
+            ("c", 256, 256),
+            ("d", 256, 256),
+            ("e", 256, 512),
+            ("f", 256, 512),
+            ("g", 512, 256),
+        )
+    )
+    info = CheckpointInfo(Path("/planned"), "llama", (), QuantConfig(), (), {}, layers, {})
+    return dataclasses.replace(info)
+
+
+def test_tune_prints_and_caches(checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, _ = run_cli("tune", str(checkpoint), "--device", "cpu")
+    assert code == 0
+    assert "torch_int4" in out
+    assert "gemm_torch" in out
+    assert "selected:" in out
+    code, out, _ = run_cli("tune", str(checkpoint), "--device", "cpu", "--json")
+    data = json.loads(out)
+    assert data["schema"] == "awq-autoselect.tune/1"
+    assert {r["kernel"] for r in data["results"]} == {"torch_int4", "gemm_torch"}
+    assert data["selection"]["candidates"][0]["rank_source"] == "measured"
+    code, out, _ = run_cli("select", "--checkpoint", str(checkpoint), "--device", "cpu")
+    assert "ranked by trials measured on this machine" in out  # select reads what tune cached
+
+
+def test_bench_reports_a_crashing_version_and_measures_the_others(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    _break(monkeypatch, "gemm_torch", "segfault")
+    from awq_autoselect.bench import Status, benchmark_versions
+
+    report = benchmark_versions(
+        checkpoint, ("gemm_torch", "torch_int4"), prompt_tokens=4, new_tokens=2, repeats=1, warmup=0, device="cpu"
+    )
+    crashed, fine = report.result("gemm_torch"), report.result("torch_int4")
+    assert crashed.status is Status.FAILED
+    assert crashed.reason is not None
+    assert "SIGSEGV" in crashed.reason
+    assert crashed.load is None  # never loaded in this process
+    assert fine.status is Status.OK
+    assert fine.batches[0].tpot_ms is not None
