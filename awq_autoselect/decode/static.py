@@ -18,7 +18,8 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from awq_autoselect._awq import hf_model_of
 from awq_autoselect.errors import CudaContextPoisonedError, FallbackWarning, InvalidArgumentError
@@ -76,6 +77,12 @@ class StaticDecoder:
       dynamic cache is used, eagerly; a :class:`~awq_autoselect.errors.FallbackWarning` says so);
     - capture failed, e.g. a kernel synchronizes the device (a ``FallbackWarning`` carries the error).
 
+    With ``compile=True`` the decode step is the model's forward compiled by ``torch.compile`` (inductor fuses the
+    norms, rotary, activation and residual adds into a few kernels), captured in the same CUDA graph. Compiling
+    happens at the first decode step (tens of seconds for a 7B model; inductor caches it on disk for later
+    processes); if it fails, the step is captured uncompiled and a ``FallbackWarning`` says why. The compiled step
+    computes what the eager one does, rounding like it (inductor's ``emulate_precision_casts``).
+
     Batches are of equal-length prompts (no padding). Greedy or not is the caller's choice: this class returns
     logits.
 
@@ -85,6 +92,7 @@ class StaticDecoder:
         batch_size: rows of every ``input_ids``.
         max_cache_len: prompt plus generated tokens the cache holds; the graph's attention spans all of it.
         use_cuda_graph: capture and replay the decode step (on CUDA).
+        compile: compile the decode step with ``torch.compile`` first (see above).
 
     Raises:
         InvalidArgumentError: ``model`` is neither kind, holds AutoAWQ fused layers, or the sizes are not positive.
@@ -96,7 +104,13 @@ class StaticDecoder:
     """Why decode steps run eagerly; ``None`` while the graph is used."""
 
     def __init__(
-        self, model: torch.nn.Module, *, batch_size: int = 1, max_cache_len: int, use_cuda_graph: bool = True
+        self,
+        model: torch.nn.Module,
+        *,
+        batch_size: int = 1,
+        max_cache_len: int,
+        use_cuda_graph: bool = True,
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -152,6 +166,9 @@ class StaticDecoder:
         self._cache_position = torch.zeros(1, dtype=torch.long, device=self.device)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_logits: torch.Tensor | None = None
+        self.compiled = bool(compile)
+        """Whether the decode step is (to be) compiled with torch.compile."""
+        self._compiled_forward: Callable[..., object] | None = None
         self._length = 0
         self._prefilled = False
 
@@ -199,7 +216,26 @@ class StaticDecoder:
 
     # --- steps -------------------------------------------------------------------------------------------------
 
-    def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+    def _forward(self) -> Callable[..., object]:
+        """The decode step's forward: the model's, or its compiled version."""
+        if not self.compiled:
+            return self.model
+        if self._compiled_forward is None:
+            import torch
+
+            # Static shapes (a graph per cache size); round like eager so greedy tokens agree with it.
+            self._compiled_forward = torch.compile(
+                self.model.forward, dynamic=False, options={"emulate_precision_casts": True}
+            )
+        return self._compiled_forward
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache_position: torch.Tensor,
+        forward: Callable[..., object] | None = None,
+    ) -> torch.Tensor:
         kwargs: dict[str, object] = {"input_ids": input_ids, "position_ids": positions, "use_cache": True}
         if self._cache is not None:
             kwargs[self._cache_kwarg] = self._cache
@@ -209,7 +245,7 @@ class StaticDecoder:
             kwargs["cache_position"] = cache_position
         if self._pass_logits_to_keep:
             kwargs["logits_to_keep"] = 1
-        out = self.model(**kwargs)
+        out: Any = (forward or self.model)(**kwargs)
         if self._cache is None:
             past = getattr(out, "past_key_values", None)
             self._past = getattr(out, "cache", None) if past is None else past
@@ -217,7 +253,7 @@ class StaticDecoder:
         return logits[:, -1, :]
 
     def _step(self) -> torch.Tensor:
-        return self._run(self._ids, self._positions, self._cache_position)
+        return self._run(self._ids, self._positions, self._cache_position, self._forward())
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Reset the cache, run the prompt, and return the last position's logits ``[batch_size, vocab]``.
@@ -297,31 +333,49 @@ class StaticDecoder:
             for counter, value in zip(counters, saved, strict=True):
                 counter.copy_(value)
 
-        graph = torch.cuda.CUDAGraph()
-        try:
+        def capture() -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+            graph = torch.cuda.CUDAGraph()
             side = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                for _ in range(_WARMUP_STEPS):
+                for _ in range(_WARMUP_STEPS):  # the first compiles, when compiling
                     self._step()
                     restore()
             torch.cuda.current_stream(self.device).wait_stream(side)
             with torch.cuda.graph(graph):
                 logits = self._step()
-        except Exception as exc:  # any failure to capture means: run the step eagerly
-            self._fail(exc)
+            return graph, logits
+
+        try:
+            graph, logits = capture()
+        except Exception as exc:  # compiling or capturing failed
             restore()
-            return
+            if not self.compiled:
+                self._fail(exc)
+                return
+            self._check_context(exc)
+            self.compiled = False
+            warnings.warn(
+                f"StaticDecoder: compiling the decode step failed ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+                "capturing it uncompiled",
+                FallbackWarning,
+                stacklevel=3,
+            )
+            try:
+                graph, logits = capture()
+            except Exception as again:
+                restore()
+                self._fail(again)
+                return
         restore()
         self._graph = graph
         self._graph_logits = logits
         logger.info("StaticDecoder captured the decode step (batch %d, cache %d)", self.batch_size, self.max_cache_len)
 
-    def _fail(self, exc: Exception) -> None:
+    def _check_context(self, exc: Exception) -> None:
+        """Raise CudaContextPoisonedError when ``exc`` left the CUDA context unusable."""
         import torch
 
-        self.graph_enabled = False
-        self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
         try:
             torch.cuda.synchronize(self.device)
         except Exception as sync_error:
@@ -329,6 +383,11 @@ class StaticDecoder:
                 f"capturing the decode step failed ({exc}) and left the CUDA context unusable ({sync_error}); "
                 "restart the process and decode with use_cuda_graph=False"
             ) from sync_error
+
+    def _fail(self, exc: Exception) -> None:
+        self.graph_enabled = False
+        self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
+        self._check_context(exc)
         warnings.warn(f"StaticDecoder: {self.fallback_reason}; decoding eagerly", FallbackWarning, stacklevel=3)
 
 

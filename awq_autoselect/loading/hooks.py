@@ -180,5 +180,10 @@ def build_model(
         assert isinstance(inner, torch.nn.Module)
         count = convert_model_to_torch_int4(inner, dtype=dtype)
         conversions.append(f"gemm -> torch_int4: {count} layers repacked for aten._weight_int4pack_mm ({dtype})")
+        from awq_autoselect.kernels.fusion import fuse_projections
+
+        groups = fuse_projections(inner)
+        if groups:
+            conversions.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
     model.eval()
     return model

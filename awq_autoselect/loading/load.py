@@ -28,14 +28,16 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
+from awq_autoselect._awq import hf_model_of
 from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
-from awq_autoselect.checkpoint import read_checkpoint
+from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
 from awq_autoselect.devices import resolve_device
 from awq_autoselect.errors import (
     AwqAutoselectError,
     ConversionError,
     CudaContextPoisonedError,
     FallbackWarning,
+    InvalidArgumentError,
     KernelFailedError,
     VersionUnavailableError,
 )
@@ -118,6 +120,47 @@ def _fuse_options(kernel: Kernel, fuse_layers: bool | None, device: torch.device
     return [True, False]
 
 
+def _finish(model: torch.nn.Module, info: CheckpointInfo, dev: torch.device, fast_decode: str | bool | None) -> str:
+    """Install the fast decode path and a ``save_quantized`` that writes a loadable checkpoint; the decode mode."""
+    from awq_autoselect.decode.fast import install
+
+    def save_quantized(save_dir: str | os.PathLike[str], safetensors: bool = True, shard_size: str = "5GB") -> None:
+        """Write the checkpoint this model was loaded from (its weights are never changed by loading), in its
+        layout, to ``save_dir`` (:func:`awq_autoselect.conversion.convert_checkpoint`); AutoAWQ's own
+        ``save_quantized`` would write the repacked in-memory layout (e.g. torch_int4's), which nothing loads."""
+        from awq_autoselect.conversion import convert_checkpoint
+
+        if not safetensors:
+            raise InvalidArgumentError("save_quantized(safetensors=False): only safetensors checkpoints are written")
+        convert_checkpoint(info.path, save_dir, info.layout, max_shard_bytes=_shard_bytes(shard_size))
+
+    if model is not hf_model_of(model):
+        model.__dict__["save_quantized"] = save_quantized  # AutoAWQ's wrapper: this object only
+    mode = ("compile" if dev.type == "cuda" else "eager") if fast_decode in (None, True) else fast_decode
+    if mode is False:
+        return "transformers"
+    if any(type(m).__module__.startswith("awq.modules.fused") for m in model.modules()):
+        logger.info("fast decode not installed: AutoAWQ's fused layers keep their own KV cache")
+        return "transformers"
+    install(hf_model_of(model), str(mode))
+    return str(mode)
+
+
+def _shard_bytes(text: str) -> int:
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    cleaned = str(text).strip().upper()
+    for unit, factor in units.items():
+        if cleaned.endswith(unit):
+            try:
+                return int(float(cleaned[: -len(unit)]) * factor)
+            except ValueError:
+                break
+    try:
+        return int(cleaned)
+    except ValueError:
+        raise InvalidArgumentError(f"shard_size={text!r}: expected a size such as '5GB' or a number of bytes") from None
+
+
 def _short(exc: BaseException, limit: int = 400) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -139,6 +182,7 @@ def load_quantized_auto(
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE,
     trust_remote_code: bool = False,
     trials: bool | None = None,
+    fast_decode: str | bool | None = None,
 ) -> LoadResult:
     """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
 
@@ -164,6 +208,12 @@ def load_quantized_auto(
             numerically checked, crash-isolated; cached on disk, so only the first load on a machine pays), then
             load in this process only kernels that passed, fastest first. ``None``: on, unless
             ``$AWQ_AUTOSELECT_TRIALS`` is ``0``; ignored when ``selection`` is given.
+        fast_decode: how the returned model's ``generate(...)`` decodes (:mod:`awq_autoselect.decode.fast`):
+            ``"compile"`` (the decode step compiled by torch.compile and replayed from a CUDA graph over a static
+            KV cache; the default on CUDA; the first call compiles, tens of seconds for a 7B model), ``"graph"``
+            (the same without compiling), ``"eager"`` (a static cache, eager steps; the default on a CPU), or
+            ``False`` (transformers' own ``generate``). Requests the fast path cannot serve (beam search,
+            padding, ...) go to transformers' ``generate`` with a ``FallbackWarning``.
 
     Returns:
         ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
@@ -279,6 +329,7 @@ def load_quantized_auto(
                 _check_cuda_context(dev, exc, attempts)
                 raise
             attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
+            decode = _finish(model, info, dev, fast_decode)
             report = LoadReport(
                 path=str(info.path),
                 requested=requested,
@@ -294,6 +345,7 @@ def load_quantized_auto(
                 probe=result,
                 selection=selection,
                 seconds=time.perf_counter() - started,
+                decode=decode,
             )
             failed = [a for a in attempts if not a.ok]
             if failed:

@@ -113,6 +113,20 @@ class LoadReport:
     probe: ProbeResult | None
     selection: Selection | None = field(default=None, compare=False)
     seconds: float = 0.0
+    decode: str = "transformers"  # how model.generate decodes: "compile", "graph", "eager" or "transformers"
+
+    def __repr__(self) -> str:
+        # The full account is str(report) / explain(); a repr stays one short line.
+        kernel = self.kernel.value if self.kernel else None
+        probe = None if self.probe is None else self.probe.ok
+        return (
+            f"LoadReport(kernel={kernel!r}, device={self.device!r}, requested={self.requested!r}, "
+            f"fell_back={self.fell_back}, probe_ok={probe}, decode={self.decode!r})"
+        )
+
+    def explain(self) -> str:
+        """The full account (the same as ``str(report)``)."""
+        return str(self)
 
     @property
     def fell_back(self) -> bool:
@@ -136,6 +150,7 @@ class LoadReport:
             "probe": self.probe.to_dict() if self.probe else None,
             "selection": self.selection.to_dict() if self.selection else None,
             "seconds": round(self.seconds, 3),
+            "decode": self.decode,
         }
 
     def __str__(self) -> str:
@@ -150,6 +165,12 @@ class LoadReport:
         lines += [f"  - {a}" for a in self.attempts]
         if self.probe is not None:
             lines.append(f"probe:      {'ok' if self.probe.ok else 'FAILED'}: {self.probe.message}")
+        lines.append(f"generate:   {_DECODE_WORDS.get(self.decode, self.decode)}")
+        if self.selection is not None:
+            measured = [c for c in self.selection.candidates if c.measured_ms is not None]
+            if measured:
+                lines.append("measured here (trials in child processes):")
+                lines += [f"  - {c.kernel.value}: {c.measured_ms:.2f} ms per request of the workload" for c in measured]
         return "\n".join(lines)
 
 
@@ -159,6 +180,14 @@ class LoadResult(NamedTuple):
 
     model: torch.nn.Module
     report: LoadReport
+
+
+_DECODE_WORDS = {
+    "compile": "fast: static KV cache, decode step compiled (torch.compile) and replayed from a CUDA graph",
+    "graph": "fast: static KV cache, decode step replayed from a CUDA graph",
+    "eager": "static KV cache, eager decode steps",
+    "transformers": "transformers' own generate",
+}
 
 
 def json_float(value: float) -> float | str:
