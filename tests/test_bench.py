@@ -86,6 +86,7 @@ def bench(checkpoint: Path, versions: tuple[str, ...], loader: Loader, **overrid
         "device": "cpu",
         "include_fp16": True,
         "cuda_graph": False,
+        "decode": None,
         "prompt": None,
         "seed": 0,
         "progress": False,
@@ -235,7 +236,7 @@ def test_json_validates_against_the_declared_schema(report: BenchmarkReport) -> 
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d.update(schema="awq-autoselect.bench/0"), "expected 'awq-autoselect.bench/1'"),
+        (lambda d: d.update(schema="awq-autoselect.bench/0"), "expected 'awq-autoselect.bench/2'"),
         (lambda d: d.pop("metadata"), "missing 'metadata'"),
         (lambda d: d.update(extra=1), "unexpected key 'extra'"),
         (lambda d: d["settings"].update(repeats=0), "$.settings.repeats: 0 is below the minimum 1"),
@@ -313,7 +314,7 @@ def test_read_csv_rejects_other_files(tmp_path: Path, report: BenchmarkReport) -
     with pytest.raises(InvalidReportError, match="header"):
         read_csv(other)
     bad = tmp_path / "bad.csv"
-    bad.write_text(report.to_csv().replace(",1,ok,", ",one,ok,", 1), encoding="utf-8")
+    bad.write_text(report.to_csv().replace(",1,eager,ok,", ",one,eager,ok,", 1), encoding="utf-8")
     with pytest.raises(InvalidReportError, match="'one' is not a valid int"):
         read_csv(bad)
 
@@ -325,7 +326,7 @@ def test_markdown_lists_every_version_and_batch_size(report: BenchmarkReport) ->
     for version in report.settings.versions:
         assert any(line.startswith(f"| {version} |") for line in table)
     assert "unavailable" in text
-    assert "gemm at batch 1:" in text  # the reason is spelled out under the table
+    assert "gemm at batch 1, eager decode:" in text  # the reason is spelled out under the table
 
 
 def test_plot_draws_or_says_what_is_missing(report: BenchmarkReport, tmp_path: Path) -> None:
@@ -352,7 +353,7 @@ def test_sequential_mode_runs_each_version_alone(checkpoint: Path, loader: Loade
 
 def test_cuda_graph_decoder_on_cpu_runs_eagerly_and_says_why(checkpoint: Path, loader: Loader) -> None:
     report = bench(checkpoint, ("gemm_torch",), loader, cuda_graph=True, new_tokens=NEW)
-    assert report.settings.cuda_graph
+    assert report.settings.decode == ("graph",)
     for result in report.results:
         batch = result.batch(1)
         assert batch.status is Status.OK, batch.reason
@@ -361,7 +362,7 @@ def test_cuda_graph_decoder_on_cpu_runs_eagerly_and_says_why(checkpoint: Path, l
         assert "cpu" in batch.graph_fallback_reason
         assert batch.tpot_ms is not None
         assert batch.tpot_ms.count == REPEATS * (NEW - 1)
-    assert "CUDA graph decode" in report.to_markdown()
+    assert "decode graph" in report.to_markdown()
     # the eager path leaves the graph fields empty
     assert all(b.graph_enabled is None for b in measured(bench(checkpoint, (), loader, new_tokens=2)))
 

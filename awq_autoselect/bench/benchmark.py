@@ -28,6 +28,7 @@ from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.trials.runner import trials_enabled
 from awq_autoselect.workload import MAX_PREFILL_ROWS
 
+from .decoders import DECODE_MODES
 from .metadata import run_metadata
 from .records import BenchmarkMode, BenchmarkReport, BenchmarkSettings, Status, VersionResult
 from .runner import (
@@ -100,6 +101,20 @@ def _normalise_versions(versions: Sequence[str], include_fp16: bool, is_cuda: bo
     return tuple(names)
 
 
+def _decode_modes(decode: Sequence[str] | str | None, cuda_graph: bool) -> tuple[str, ...]:
+    if decode is None:
+        return ("graph",) if cuda_graph else ("eager",)
+    items = [d.strip() for d in decode.split(",")] if isinstance(decode, str) else [str(d).strip() for d in decode]
+    modes = tuple(dict.fromkeys(d for d in items if d))
+    unknown = [d for d in modes if d not in DECODE_MODES]
+    if not modes or unknown:
+        raise InvalidArgumentError(
+            f"decode={decode!r}: expected one or more of {', '.join(DECODE_MODES)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return modes
+
+
 def _is_int(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -141,6 +156,7 @@ def benchmark_versions(
     device: str | None = None,
     include_fp16: bool = False,
     cuda_graph: bool = False,
+    decode: Sequence[str] | str | None = None,
     prompt: str | None = None,
     seed: int = 0,
     progress: bool | None = None,
@@ -172,8 +188,11 @@ def benchmark_versions(
         device: ``"cuda"``, ``"cuda:N"`` or ``"cpu"``; default: the current CUDA device, else the CPU.
         include_fp16: also benchmark the dense baseline of the same shape (dequantized weights, ``nn.Linear``;
             fp16 on CUDA, float32 on the CPU like the quantized models' activations there).
-        cuda_graph: decode with :class:`awq_autoselect.cudagraph.StaticDecoder` (static KV cache, captured
-            CUDA graph) instead of the eager loop.
+        decode: the decode modes to time, each for every version (:data:`~.decoders.DECODE_MODES`): ``eager``,
+            ``graph``, ``compiled`` (what the models ``load_quantized_auto`` returns decode with on CUDA),
+            ``generate`` (their own ``generate(...)``), ``hf-static`` (transformers' static-cache recipe, compiled);
+            default ``("eager",)``, or ``("graph",)`` with ``cuda_graph=True``.
+        cuda_graph: shorthand for ``decode=("graph",)`` (a static KV cache, the step replayed from a CUDA graph).
         prompt: a text to use instead of random token ids; tokenized with the checkpoint's tokenizer and
             truncated to ``prompt_tokens``, or repeated until it fills them.
         seed: seed of the random prompt ids (the same ids for every version).
@@ -202,6 +221,7 @@ def benchmark_versions(
     """
     started = _dt.datetime.now(_dt.timezone.utc)
     sizes = _check_settings(prompt_tokens, new_tokens, batch_sizes, repeats, warmup)
+    modes = _decode_modes(decode, cuda_graph)
     if peak_bandwidth_gbps is not None and not peak_bandwidth_gbps > 0:
         raise InvalidArgumentError(f"peak_bandwidth_gbps={peak_bandwidth_gbps!r}: expected a positive number")
     info = read_checkpoint(path)
@@ -217,7 +237,7 @@ def benchmark_versions(
         warmup=warmup,
         device=device,
         include_fp16=include_fp16,
-        cuda_graph=cuda_graph,
+        decode=modes,
         prompt=prompt,
         seed=seed,
         kernel_time=kernel_time,
@@ -228,7 +248,7 @@ def benchmark_versions(
     prompts = prompt_ids(info, settings, vocab_size(info))
     dev.prime()
     metadata = run_metadata(dev, started, peak_bandwidth_gbps)
-    per_batch = len(names) * (warmup + repeats + (1 if kernel_time and dev.is_cuda else 0))
+    per_batch = len(modes) * len(names) * (warmup + repeats + (1 if kernel_time and dev.is_cuda else 0))
     show = sys.stderr.isatty() if progress is None else progress
     bar = Progress(show, per_batch * len(sizes))
     runner = Runner(
@@ -264,8 +284,8 @@ def benchmark_versions(
         dev.free()
     if not dev.is_cuda:
         runner.notes.append("ran on the CPU: wall times only (no GPU kernel time, memory or bandwidth)")
-    if cuda_graph and warmup == 0:
-        runner.notes.append("cuda_graph with warmup=0: graph capture happened inside the first measured run")
+    if warmup == 0 and set(modes) - {"eager"}:
+        runner.notes.append("warmup=0: graph capture (and compiling) happened inside the first measured run")
     results = tuple(
         VersionResult(
             version=s.name,

@@ -1,17 +1,30 @@
-"""The decode loops a benchmark times, behind one interface: eager (as ``generate`` runs) and CUDA graph."""
+"""The decode loops a benchmark times.
+
+Three drive prefill and decode steps themselves (:class:`Decoder`): ``eager`` (one forward per token with the
+model's dynamic cache, as transformers' ``generate`` runs it), ``graph`` (a static cache, the step replayed from
+a CUDA graph) and ``compiled`` (the same with the step compiled by torch.compile: what the fast path of
+``load_quantized_auto``'s models runs). Two time a whole ``generate(...)`` call through a streamer stamping every
+token (:class:`GenerateDecoder`): ``generate`` (the model's own, as ``load_quantized_auto`` returns it) and
+``hf-static`` (transformers' static-cache recipe, whose decode transformers compiles with torch.compile).
+"""
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from awq_autoselect._awq import hf_model_of
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Decoder", "EagerDecoder", "GraphDecoder"]
+__all__ = ["DECODE_MODES", "Decoder", "EagerDecoder", "GenerateDecoder", "GraphDecoder"]
+
+#: The decode modes a benchmark can time (see the module docstring).
+DECODE_MODES = ("eager", "graph", "compiled", "generate", "hf-static")
 
 
 class Decoder(Protocol):
@@ -60,12 +73,22 @@ def _output_cache(out: Mapping[str, object]) -> object:
 
 
 class GraphDecoder:
-    """:class:`awq_autoselect.cudagraph.StaticDecoder` (static KV cache, decode from a captured CUDA graph)."""
+    """:class:`awq_autoselect.decode.static.StaticDecoder`: static KV cache, decode from a captured CUDA graph,
+    compiled by torch.compile first with ``compile=True``."""
 
-    def __init__(self, model: torch.nn.Module, batch_size: int, max_cache_len: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch_size: int,
+        max_cache_len: int,
+        *,
+        compile: bool = False,
+    ) -> None:
         from awq_autoselect.decode.static import StaticDecoder
 
-        self._decoder = StaticDecoder(model, batch_size=batch_size, max_cache_len=max_cache_len, use_cuda_graph=True)
+        self._decoder = StaticDecoder(
+            model, batch_size=batch_size, max_cache_len=max_cache_len, use_cuda_graph=True, compile=compile
+        )
 
     @property
     def graph_enabled(self) -> bool:
@@ -86,3 +109,57 @@ class GraphDecoder:
 
     def release(self) -> None:
         """The static cache stays allocated for the next run (it is counted in ``state_bytes``)."""
+
+
+class _Stamps:
+    """A transformers streamer that stamps the time of every ``put`` (the prompt first, then each token)."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self.times: list[float] = []
+
+    def put(self, value: object) -> None:
+        self._sync()
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        """Nothing to flush."""
+
+
+class GenerateDecoder:
+    """One ``generate(...)`` call of exactly ``new_tokens`` greedy tokens, timed by a streamer at every token.
+
+    ``recipe="generate"``: the model's own ``generate`` (what ``load_quantized_auto`` returns: its fast path, or
+    transformers'). ``recipe="hf-static"``: transformers' ``generate`` with ``cache_implementation="static"``,
+    which compiles the decode step with torch.compile (its default compile configuration) on CUDA.
+    """
+
+    graph_enabled: bool | None = None
+    fallback_reason: str | None = None
+
+    def __init__(self, model: torch.nn.Module, *, recipe: str) -> None:
+        from transformers import GenerationMixin
+
+        self._model = hf_model_of(model)
+        self.recipe = recipe
+        self._generate: Callable[..., Any]
+        if recipe == "generate":
+            self._generate = getattr(self._model, "generate")  # noqa: B009 - maybe an instance's FastGenerate
+        else:
+            self._generate = functools.partial(GenerationMixin.generate, self._model, cache_implementation="static")
+
+    def run(self, input_ids: torch.Tensor, new_tokens: int, sync: Callable[[], None]) -> list[float]:
+        """Generate; return the stamps: the prompt's, then one per token (``new_tokens + 1`` in all)."""
+        stamps = _Stamps(sync)
+        self._generate(
+            input_ids,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,  # the end-of-sequence token cannot end it early
+            do_sample=False,
+            pad_token_id=0,
+            streamer=stamps,
+        )
+        return stamps.times
+
+    def release(self) -> None:
+        """Nothing is kept between runs but what the model itself keeps (its static cache, its compiled graph)."""

@@ -46,7 +46,7 @@ __all__ = [
     "validate_report_dict",
 ]
 
-SCHEMA = "awq-autoselect.bench/1"
+SCHEMA = "awq-autoselect.bench/2"
 
 _POSITIVE: Mapping[str, object] = {"minimum": 1}
 _SIGNED: Mapping[str, object] = {"signed": True}
@@ -140,8 +140,9 @@ class RunRef:
     order: int
     version: str
     batch_size: int = field(metadata=_POSITIVE)
+    decode: str
     kind: RunKind
-    repeat: int  # 0-based index among the runs of this kind for this version and batch size
+    repeat: int  # 0-based index among the runs of this kind for this version, batch size and decode mode
 
 
 @dataclass(frozen=True)
@@ -182,10 +183,11 @@ class LoadSummary:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One version at one batch size. Statistics are None when no measured run completed."""
+    """One version at one batch size in one decode mode. Statistics are None when no measured run completed."""
 
     version: str
     batch_size: int = field(metadata=_POSITIVE)
+    decode: str  # eager, graph, compiled, generate or hf-static (awq_autoselect.bench.decoders)
     status: Status
     reason: str | None
     ttft_ms: LatencyStats | None  # over measured runs
@@ -227,16 +229,16 @@ class VersionResult:
         """The kernel that ran (None if it did not load, or for the dense baseline)."""
         return self.load.kernel if self.load is not None else None
 
-    def batch(self, batch_size: int) -> BatchResult:
-        """The result at ``batch_size``.
+    def batch(self, batch_size: int, decode: str | None = None) -> BatchResult:
+        """The result at ``batch_size`` (in decode mode ``decode``; default: the first measured).
 
         Raises:
-            KeyError: no result for that batch size.
+            KeyError: no result for that batch size (and mode).
         """
         for result in self.batches:
-            if result.batch_size == batch_size:
+            if result.batch_size == batch_size and decode in (None, result.decode):
                 return result
-        raise KeyError(f"version {self.version!r} has no result at batch size {batch_size}")
+        raise KeyError(f"version {self.version!r} has no result at batch size {batch_size} ({decode or 'any'} decode)")
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class BenchmarkSettings:
     warmup: int
     device: str | None
     include_fp16: bool
-    cuda_graph: bool
+    decode: tuple[str, ...] = field(metadata={"min_items": 1})  # decode modes, each timed for every version
     prompt: str | None
     seed: int = field(metadata=_SIGNED)
     kernel_time: bool
@@ -284,10 +286,11 @@ class RunMetadata:
 
 @dataclass(frozen=True)
 class BenchmarkRow:
-    """One CSV row: a version at a batch size, flattened."""
+    """One CSV row: a version at a batch size in a decode mode, flattened."""
 
     version: str
     batch_size: int
+    decode: str
     status: Status
     reason: str | None
     kernel: str | None
@@ -400,7 +403,8 @@ class BenchmarkReport:
         for result in self.results:
             if not result.batches:
                 for batch_size in self.settings.batch_sizes:
-                    rows.append(_empty_row(result, batch_size))
+                    for decode in self.settings.decode:
+                        rows.append(_empty_row(result, batch_size, decode))
                 continue
             for batch in result.batches:
                 tpot = batch.tpot_ms
@@ -408,6 +412,7 @@ class BenchmarkReport:
                     BenchmarkRow(
                         version=result.version,
                         batch_size=batch.batch_size,
+                        decode=batch.decode,
                         status=batch.status,
                         reason=batch.reason,
                         kernel=result.kernel,
@@ -462,15 +467,15 @@ class BenchmarkReport:
         """A Markdown table, one row per version and batch size, with a caption and the unavailable reasons."""
         meta, s = self.metadata, self.settings
         where = meta.gpu_name or f"CPU ({meta.platform})"
-        decode = "CUDA graph" if s.cuda_graph else "eager"
+        decode = ", ".join(s.decode)
         lines = [
-            f"Decode latency on {where}: prompt {s.prompt_tokens} tokens, {s.new_tokens} new tokens, {decode} decode, "
+            f"Decode latency on {where}: prompt {s.prompt_tokens} tokens, {s.new_tokens} new tokens, decode {decode}, "
             f"{s.repeats} measured runs after {s.warmup} warmup, {self.mode.value}. torch {meta.torch_version}, "
             f"transformers {meta.transformers_version}, autoawq {meta.autoawq_version}.",
             "",
-            "| version | kernel | batch | status | TTFT ms | TPOT ms p50 | p90 | p99 | tok/s | GPU ms/tok "
+            "| version | kernel | decode | batch | status | TTFT ms | TPOT ms p50 | p90 | p99 | tok/s | GPU ms/tok "
             "| GB/s | % peak BW | peak mem MiB |",
-            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in self.rows():
             lines.append(
@@ -479,6 +484,7 @@ class BenchmarkReport:
                     [
                         _md(row.version),
                         _md(row.kernel or "-"),
+                        row.decode,
                         str(row.batch_size),
                         row.status.value,
                         _num(row.ttft_ms_median, 2),
@@ -494,7 +500,13 @@ class BenchmarkReport:
                 )
                 + " |"
             )
-        reasons = [f"- {_md(r.version)} at batch {r.batch_size}: {_md(r.reason)}" for r in self.rows() if r.reason]
+        reasons = list(
+            dict.fromkeys(
+                f"- {_md(r.version)} at batch {r.batch_size}, {r.decode} decode: {_md(r.reason)}"
+                for r in self.rows()
+                if r.reason
+            )
+        )
         if reasons:
             lines += ["", *reasons]
         if self.notes:
@@ -532,10 +544,11 @@ def _is_markdown_report(path: Path) -> bool:
     return _first_bytes(path, len(MARKDOWN_MARKER) + 2).splitlines()[:1] == [MARKDOWN_MARKER.encode()]
 
 
-def _empty_row(result: VersionResult, batch_size: int) -> BenchmarkRow:
+def _empty_row(result: VersionResult, batch_size: int, decode: str) -> BenchmarkRow:
     return BenchmarkRow(
         version=result.version,
         batch_size=batch_size,
+        decode=decode,
         status=result.status,
         reason=result.reason,
         kernel=result.kernel,

@@ -23,7 +23,7 @@ from awq_autoselect.errors import (
     VersionUnavailableError,
 )
 
-from .decoders import Decoder, EagerDecoder, GraphDecoder
+from .decoders import Decoder, EagerDecoder, GenerateDecoder, GraphDecoder
 from .records import (
     BatchResult,
     BenchmarkMode,
@@ -121,10 +121,11 @@ class VersionState:
 
 @dataclass
 class BatchRun:
-    """Mutable bookkeeping for one version at one batch size."""
+    """Mutable bookkeeping for one version at one batch size in one decode mode."""
 
     version: VersionState
-    decoder: Decoder | None = None
+    decode: str = "eager"
+    decoder: Decoder | GenerateDecoder | None = None
     failed: str | None = None
     state_bytes: int | None = None
     warmups: list[RunSample] = dataclasses.field(default_factory=list)
@@ -258,9 +259,14 @@ class Runner:
     # --- one batch size ----------------------------------------------------------------------------------
 
     def bench_batch(self, versions: Sequence[VersionState], batch_size: int) -> None:
-        """Warmups, measured runs (interleaved across ``versions``) and profiled runs at one batch size."""
+        """At one batch size, per decode mode: warmups, measured runs (interleaved across ``versions``) and
+        profiled runs."""
+        for decode in self.s.decode:
+            self._bench_mode(versions, batch_size, decode)
+
+    def _bench_mode(self, versions: Sequence[VersionState], batch_size: int, decode: str) -> None:
         ids = self.prompts[:batch_size].to(self.device.dev)
-        runs = [BatchRun(v) for v in versions]
+        runs = [BatchRun(v, decode) for v in versions]
         for run in runs:
             self._make_decoder(run, batch_size)
         for kind, count in ((RunKind.WARMUP, self.s.warmup), (RunKind.MEASURED, self.s.repeats)):
@@ -283,9 +289,12 @@ class Runner:
         assert model is not None
         before = self.device.allocated()
         try:
-            if self.s.cuda_graph:
-                run.decoder = GraphDecoder(model, batch_size, self.s.prompt_tokens + self.s.new_tokens)
+            if run.decode in ("graph", "compiled"):
+                cache = self.s.prompt_tokens + self.s.new_tokens
+                run.decoder = GraphDecoder(model, batch_size, cache, compile=run.decode == "compiled")
                 run.note_graph()
+            elif run.decode in ("generate", "hf-static"):
+                run.decoder = GenerateDecoder(model, recipe=run.decode)
             else:
                 run.decoder = EagerDecoder(model)
         except Exception as exc:  # e.g. out of memory for the static cache at this batch size
@@ -303,7 +312,7 @@ class Runner:
             run.failed = self.poisoned
             return
         order = len(self.run_order)
-        self.run_order.append(RunRef(order, run.version.name, batch_size, kind, repeat))
+        self.run_order.append(RunRef(order, run.version.name, batch_size, run.decode, kind, repeat))
         self.progress.step(f"{run.version.name} bs={batch_size} {kind.value}")
         try:
             raw = timed_run(run.decoder, ids, self.s.new_tokens, self.device)
@@ -329,7 +338,7 @@ class Runner:
         if run.failed is not None or run.decoder is None or self.poisoned:
             return
         order = len(self.run_order)
-        self.run_order.append(RunRef(order, run.version.name, batch_size, RunKind.PROFILE, 0))
+        self.run_order.append(RunRef(order, run.version.name, batch_size, run.decode, RunKind.PROFILE, 0))
         self.progress.step(f"{run.version.name} bs={batch_size} profile")
         try:
             run.kernel_ms, run.top, run.kernel_note = profiled_run(run.decoder, ids, self.s.new_tokens, self.device)
@@ -362,6 +371,7 @@ class Runner:
         return BatchResult(
             version=v.name,
             batch_size=batch_size,
+            decode=run.decode,
             status=Status.OK if ok else Status.FAILED,
             reason=None if ok else (run.failed or "incomplete"),
             ttft_ms=ttft,

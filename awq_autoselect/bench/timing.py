@@ -7,12 +7,14 @@ loop (as timeit does); GPU kernel time comes from a separate, untimed run under 
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .decoders import Decoder
+from .decoders import Decoder, GenerateDecoder
 from .records import KernelShare, RunSample
 
 if TYPE_CHECKING:
@@ -77,10 +79,14 @@ class BenchDevice:
         return int(free)
 
 
-def timed_run(decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice) -> RawRun:
+def timed_run(
+    decoder: Decoder | GenerateDecoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice
+) -> RawRun:
     """One prefill + ``new_tokens - 1`` greedy decode steps, each synchronised and stamped with perf_counter."""
     import torch
 
+    if isinstance(decoder, GenerateDecoder):
+        return _timed_generate(decoder, input_ids, new_tokens, device)
     device.sync()
     start_alloc = device.allocated()
     device.reset_peak()
@@ -114,43 +120,97 @@ def timed_run(decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, device
     return RawRun(ttft, steps, e2e, None if peak_delta is None else max(peak_delta, 0), persistent)
 
 
-def profiled_run(
-    decoder: Decoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice
-) -> tuple[float | None, tuple[KernelShare, ...], str | None]:
-    """GPU busy time per decode step from torch.profiler (CUDA activity only), in its own untimed run.
+def _timed_generate(decoder: GenerateDecoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice) -> RawRun:
+    """A whole generate call: TTFT from the prompt's stamp to the first token's, then the gaps between tokens."""
+    device.sync()
+    start_alloc = device.allocated()
+    device.reset_peak()
+    times = decoder.run(input_ids, new_tokens, device.sync)
+    if len(times) != new_tokens + 1:
+        raise RuntimeError(f"generate produced {len(times) - 1} tokens, {new_tokens} were asked for")
+    peak = device.peak()
+    peak_delta = peak - start_alloc if peak is not None and start_alloc is not None else None
+    decoder.release()
+    end_alloc = device.allocated()
+    persistent = end_alloc - start_alloc if end_alloc is not None and start_alloc is not None else None
+    steps = [b - a for a, b in itertools.pairwise(times[1:])]
+    delta = None if peak_delta is None else max(peak_delta, 0)
+    return RawRun(times[1] - times[0], steps, times[-1] - times[0], delta, persistent)
 
-    Returns ``(ms_per_token, top_kernels, note)``; ``ms_per_token`` is None with a note when nothing was recorded.
-    """
-    import torch
+
+def _kernel_totals(fn: Callable[[], object], device: BenchDevice) -> dict[str, list[float]]:
+    """GPU time (us) and calls per kernel name while ``fn`` runs (CUDA activity only)."""
     from torch.profiler import DeviceType, ProfilerActivity, profile
 
-    steps = new_tokens - 1
-    with torch.inference_mode():
-        token = decoder.prefill(input_ids).argmax(dim=-1, keepdim=True)
-        device.sync()
-        with warnings.catch_warnings():
-            # The profiler's own chatter (e.g. about CUPTI) is not the model's business; the model's warnings
-            # still show.
-            warnings.filterwarnings("ignore", module=r"torch\.(profiler|autograd)")
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(steps):
-                    token = decoder.decode_step(token).argmax(dim=-1, keepdim=True)
-                device.sync()
-            events = list(prof.events())
-    del token
-    decoder.release()
+    with warnings.catch_warnings():
+        # The profiler's own chatter (e.g. about CUPTI) is not the model's business.
+        warnings.filterwarnings("ignore", module=r"torch\.(profiler|autograd)")
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            device.sync()
+        events = list(prof.events())
     totals: dict[str, list[float]] = {}
     for event in events:
         if event.device_type == DeviceType.CUDA:
             entry = totals.setdefault(str(event.name)[:200], [0.0, 0.0])
             entry[0] += float(event.time_range.elapsed_us())
             entry[1] += 1.0
-    if not totals:
-        return None, (), "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
+    return totals
+
+
+def _shares(totals: dict[str, list[float]], steps: int) -> tuple[float, tuple[KernelShare, ...]]:
     busy_us = sum(total for total, _ in totals.values())
     top = sorted(totals.items(), key=lambda kv: kv[1][0], reverse=True)[:_TOP_KERNELS]
-    shares = tuple(KernelShare(name, total / 1000.0 / steps, calls / steps) for name, (total, calls) in top)
-    return busy_us / 1000.0 / steps, shares, None
+    return busy_us / 1000.0 / steps, tuple(KernelShare(n, t / 1000.0 / steps, c / steps) for n, (t, c) in top)
+
+
+def _profiled_generate(
+    decoder: GenerateDecoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice
+) -> tuple[float | None, tuple[KernelShare, ...], str | None]:
+    """Kernel time per decode token of a generate call: (``new_tokens`` tokens - 2 tokens) / (``new_tokens`` - 2)."""
+    if new_tokens < 3:
+        return None, (), "not measured: a generate call's decode time needs new_tokens >= 3"
+    long = _kernel_totals(lambda: decoder.run(input_ids, new_tokens, device.sync), device)
+    short = _kernel_totals(lambda: decoder.run(input_ids, 2, device.sync), device)
+    if not long:
+        return None, (), "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
+    steps = new_tokens - 2
+    difference = {
+        name: [total - short.get(name, [0.0, 0.0])[0], calls - short.get(name, [0.0, 0.0])[1]]
+        for name, (total, calls) in long.items()
+    }
+    ms, shares = _shares({k: v for k, v in difference.items() if v[0] > 0}, steps)
+    return ms, shares, None
+
+
+def profiled_run(
+    decoder: Decoder | GenerateDecoder, input_ids: torch.Tensor, new_tokens: int, device: BenchDevice
+) -> tuple[float | None, tuple[KernelShare, ...], str | None]:
+    """GPU busy time per decode step from torch.profiler (CUDA activity only), in its own untimed run.
+
+    Returns ``(ms_per_token, top_kernels, note)``; ``ms_per_token`` is None with a note when nothing was recorded.
+    """
+    import torch
+
+    if isinstance(decoder, GenerateDecoder):
+        with torch.inference_mode():
+            return _profiled_generate(decoder, input_ids, new_tokens, device)
+    steps = new_tokens - 1
+    with torch.inference_mode():
+        first = decoder.prefill(input_ids).argmax(dim=-1, keepdim=True)
+        device.sync()
+
+        def decode() -> None:
+            token = first
+            for _ in range(steps):
+                token = decoder.decode_step(token).argmax(dim=-1, keepdim=True)
+
+        totals = _kernel_totals(decode, device)
+    decoder.release()
+    if not totals:
+        return None, (), "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
+    ms, shares = _shares(totals, steps)
+    return ms, shares, None
 
 
 def to_sample(raw: RawRun, order: int, repeat: int) -> RunSample:

@@ -342,6 +342,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         device=args.device,
         include_fp16=args.fp16,
         cuda_graph=args.cuda_graph,
+        decode=args.decode,
         seed=args.seed,
         prompt=args.prompt,
         kernel_time=not args.no_kernel_time,

@@ -99,6 +99,16 @@ def _versions(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _decode_modes(text: str) -> tuple[str, ...]:
+    from awq_autoselect.bench.decoders import DECODE_MODES
+
+    modes = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    unknown = [mode for mode in modes if mode not in DECODE_MODES]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected decode modes among {', '.join(DECODE_MODES)}")
+    return modes
+
+
 def _capability(text: str) -> ComputeCapability:
     try:
         return ComputeCapability.parse(text)
@@ -226,7 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fp16", action="store_true", help="add a dense fp16 baseline of the same shape")
-    p.add_argument("--cuda-graph", action="store_true", help="decode with a captured CUDA graph")
+    p.add_argument("--cuda-graph", action="store_true", help="shorthand for --decode graph")
+    p.add_argument(
+        "--decode",
+        type=_decode_modes,
+        default=None,
+        metavar="MODES",
+        help="comma-separated decode modes, each timed for every version: eager, graph, compiled (the fast path of "
+        "loaded models), generate (their generate()), hf-static (transformers' static cache + compile)",
+    )
     p.add_argument("--prompt", metavar="TEXT", help="prompt text (default: random token ids)")
     p.add_argument("--no-kernel-time", action="store_true", help="skip the profiler run for GPU kernel time")
     p.add_argument(

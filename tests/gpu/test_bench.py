@@ -108,7 +108,7 @@ def test_one_profiled_run_per_version_and_batch_size(report: BenchmarkReport) ->
 def test_cuda_graph_state_is_recorded(report: BenchmarkReport) -> None:
     for result in report.results:
         for batch in result.batches:
-            if report.settings.cuda_graph:
+            if "graph" in report.settings.decode:
                 assert batch.graph_enabled is not None
                 assert batch.graph_enabled or batch.graph_fallback_reason
                 assert batch.state_bytes is not None
