@@ -18,12 +18,46 @@ from awq_autoselect._awq import import_awq
 import_awq()
 
 from awq.modules.linear.gemm import WQLinear_GEMM  # noqa: E402 - after import_awq() on purpose
-from awq.utils.packing_utils import dequantize_gemm  # noqa: E402
 
-__all__ = ["TorchGEMMLinear", "TritonGEMMLinear", "swap_gemm_backend"]
+__all__ = ["TorchGEMMLinear", "TritonGEMMLinear", "dequantize_gemm", "swap_gemm_backend"]
 
 # AutoAWQ's own switch from its GEMM kernel to dequantize + matmul (AWQ:awq/modules/linear/gemm.py:54-76).
 DENSE_ROWS_THRESHOLD = 1024
+
+
+_AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # AWQ:awq/utils/packing_utils.py, inverse of the packing order
+_ORDERS: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+
+def _reverse_order(columns: int, device: torch.device) -> torch.Tensor:
+    """The column permutation that undoes AWQ's packing order, cached per device and width: built once, outside
+    any CUDA-graph capture (AutoAWQ's own builds it from a Python list each call, a host-to-device copy)."""
+    key = (device, columns)
+    order = _ORDERS.get(key)
+    if order is None:
+        reverse = torch.tensor(_AWQ_REVERSE_ORDER, device=device)
+        order = torch.arange(columns, dtype=torch.int32, device=device).view(-1, 8)[:, reverse].reshape(-1)
+        _ORDERS[key] = order
+    return order
+
+
+def dequantize_gemm(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``(q - z) * s`` of GEMM-layout tensors, ``[in_features, out_features]`` in the scales' dtype.
+
+    The same operations, in the same order, as AutoAWQ 0.2.9's ``dequantize_gemm`` (so the same bits), without
+    its per-call host-to-device copy: capturable in a CUDA graph.
+    """
+    shifts = torch.arange(0, 32, 4, device=qweight.device)
+    iweight = torch.bitwise_right_shift(qweight[:, :, None], shifts[None, None, :]).to(torch.int8)
+    izeros = torch.bitwise_right_shift(qzeros[:, :, None], shifts[None, None, :]).to(torch.int8)
+    iweight = iweight.view(iweight.shape[0], -1)
+    izeros = izeros.view(izeros.shape[0], -1)
+    order = _reverse_order(iweight.shape[-1], qweight.device)
+    iweight = torch.bitwise_and(iweight[:, order], 15)
+    izeros = torch.bitwise_and(izeros[:, order], 15)
+    scales = scales.repeat_interleave(group_size, dim=0)
+    izeros = izeros.repeat_interleave(group_size, dim=0)
+    return (iweight - izeros) * scales
 
 
 class TorchGEMMLinear(WQLinear_GEMM):  # type: ignore[misc]
@@ -33,7 +67,7 @@ class TorchGEMMLinear(WQLinear_GEMM):  # type: ignore[misc]
         out_shape = (*x.shape[:-1], self.out_features)
         compute_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
         with torch.no_grad():
-            weight = dequantize_gemm(self.qweight, self.qzeros, self.scales, self.w_bit, self.group_size)
+            weight = dequantize_gemm(self.qweight, self.qzeros, self.scales, self.group_size)
             out = torch.matmul(x.reshape(-1, x.shape[-1]).to(compute_dtype), weight.to(compute_dtype))
             if self.bias is not None:
                 out = out + self.bias.to(compute_dtype)

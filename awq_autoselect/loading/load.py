@@ -379,9 +379,7 @@ def load_dense_baseline(
     from awq_autoselect._awq import import_awq
 
     import_awq()
-    from awq.utils.packing_utils import dequantize_gemm
-
-    from awq_autoselect.kernels.gemm import TorchGEMMLinear
+    from awq_autoselect.kernels.gemm import TorchGEMMLinear, dequantize_gemm
 
     started = time.perf_counter()
     info = read_checkpoint(path)
@@ -402,7 +400,7 @@ def load_dense_baseline(
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, TorchGEMMLinear):
-                weight = dequantize_gemm(child.qweight, child.qzeros, child.scales, 4, child.group_size)
+                weight = dequantize_gemm(child.qweight, child.qzeros, child.scales, child.group_size)
                 linear = torch.nn.Linear(
                     child.in_features, child.out_features, bias=child.bias is not None, device=dev, dtype=dense_dtype
                 )

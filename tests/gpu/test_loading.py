@@ -51,7 +51,7 @@ def test_checkpoint_loads_and_generates_on_cuda(quantized: QuantizedFactory, lay
     env = probe_environment()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
-        result = load_quantized_auto(path, version, device="cuda")
+        result = load_quantized_auto(path, version, device="cuda", fast_decode="graph")
     report = result.report
     assert report.kernel is not None
     assert report.probe is not None
@@ -83,7 +83,7 @@ def test_planned_gemv_fails_for_real_and_falls_back(quantized: QuantizedFactory)
     )
     assert plan.chain[0] is not Kernel.GEMM_TORCH
     with pytest.warns(FallbackWarning):
-        result = load_quantized_auto(path, device="cuda", selection=plan)
+        result = load_quantized_auto(path, device="cuda", selection=plan, fast_decode="graph")
     failed = [a for a in result.report.attempts if not a.ok]
     assert failed
     assert result.report.probe is not None
