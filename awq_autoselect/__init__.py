@@ -92,9 +92,9 @@ def __getattr__(name: str) -> object:
         DeprecationWarning,
         stacklevel=2,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the errors module's own aliases warn too
-        return getattr(importlib.import_module(f".{module}", __name__), name)
+    target = importlib.import_module(f".{module}", __name__)
+    renamed: dict[str, object] = getattr(target, "DEPRECATED", {})  # the errors module's own aliases warn too
+    return renamed[name] if name in renamed else getattr(target, name)
 
 
 def __dir__() -> list[str]:

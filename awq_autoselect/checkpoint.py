@@ -322,7 +322,7 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
     qzeros = tensors.get(f"{prefix}.qzeros")
     scales = tensors.get(f"{prefix}.scales")
     bias = tensors.get(f"{prefix}.bias")
-    where = f"{qweight.file.name}: layer {prefix}"
+    where = f"{qweight.file}: layer {prefix}"
     if scales is None or len(scales.shape) != 2 or len(qweight.shape) != 2:
         raise CorruptCheckpointError(f"{where} has qweight but no 2-D scales: the weights file is incomplete")
     if qweight.dtype == "I16":
@@ -334,14 +334,24 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
         in_features, out_features = qweight.shape[0] * 16, qweight.shape[1] // 2
         ok = scales.shape[1] == out_features
     elif qweight.dtype == "I32" and qzeros is not None and qzeros.dtype == "I32" and len(qzeros.shape) == 2:
-        if scales.shape[1] == qweight.shape[1] * 8 and qzeros.shape[1] * 8 == scales.shape[1]:
+        # GEMM: qweight [in, out/8], qzeros [in/g, out/8], scales [in/g, out].
+        # GEMV: qweight [out, in/8], qzeros and scales [out, groups (padded)].
+        gemm = scales.shape[1] == qweight.shape[1] * 8 == qzeros.shape[1] * 8 and qzeros.shape[0] == scales.shape[0]
+        gemv = scales.shape[0] == qweight.shape[0] == qzeros.shape[0]
+        if gemm:
             layout = Layout.GEMM
             in_features, out_features = qweight.shape[0], scales.shape[1]
-            ok = qzeros.shape[0] == scales.shape[0]
-        else:
+        elif gemv:
             layout = Layout.GEMV
             out_features, in_features = qweight.shape[0], qweight.shape[1] * 8
-            ok = scales.shape[0] == out_features and qzeros.shape[0] == out_features
+        else:
+            raise CorruptCheckpointError(
+                f"{where}: qweight {list(qweight.shape)}, qzeros {list(qzeros.shape)} and scales "
+                f"{list(scales.shape)} fit neither the GEMM layout (qweight [in, out/8], qzeros [in/g, out/8], "
+                "scales [in/g, out]) nor the GEMV layout (qweight [out, in/8], qzeros and scales [out, groups]); "
+                f"config.json says {quant.layout.value!r}: the weights file is damaged or was edited"
+            )
+        ok = True
     else:
         raise CorruptCheckpointError(f"{where}: qweight {qweight.dtype}{list(qweight.shape)} is no AWQ layout")
     if not ok:

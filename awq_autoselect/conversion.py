@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ._writing import staged_directory
 from .catalogue import Layout
 from .checkpoint import CheckpointInfo, QuantizedLayer, read_checkpoint
-from .errors import ConversionError
+from .errors import ConversionError, CorruptCheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +42,18 @@ def _split(name: str) -> tuple[str, str]:
     return prefix, suffix
 
 
+def _finite(info: CheckpointInfo, file: Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CorruptCheckpointError(
+            f"{info.path}: tensor {name} (in {file.name}) holds {bad} NaN or inf value(s) of {tensor.numel()}: the "
+            "checkpoint is corrupt; download or quantize it again"
+        )
+    return tensor
+
+
 def iter_tensors(
     info: CheckpointInfo, target: Layout | str, *, device: str = "cpu"
 ) -> Iterator[tuple[str, torch.Tensor]]:
@@ -52,7 +64,8 @@ def iter_tensors(
 
     Raises:
         ConversionError: a layer cannot be represented in ``target`` (e.g. asymmetric weights to Marlin).
-        CorruptCheckpointError: a layer's tensors are inconsistent.
+        CorruptCheckpointError: a layer's tensors are inconsistent, or a floating-point tensor (scales, norms,
+            embeddings...) holds NaN or inf: no kernel can compute with it, so this is the checkpoint's fault.
     """
     from safetensors import safe_open
 
@@ -67,11 +80,12 @@ def iter_tensors(
             for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
                 prefix, suffix = _split(name)
                 layer = layers.get(prefix)
+                stored = _finite(info, file, name, handle.get_tensor(name))
                 if layer is None or suffix not in QUANTIZED_SUFFIXES:
-                    yield name, handle.get_tensor(name)
+                    yield name, stored
                     continue
                 group = pending.setdefault(prefix, {})
-                group[suffix] = handle.get_tensor(name).to(device)
+                group[suffix] = stored.to(device)
                 if set(group) != needed[prefix]:
                     continue
                 del pending[prefix]

@@ -30,13 +30,13 @@ import re
 import sys
 import threading
 import types
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ._packages import dist_version, release, satisfies
+from ._quiet import silenced
 from .catalogue import CATALOGUE, INT4_OPS, INT4_OPS_CPU, Kernel, parse_kernel
 from .errors import InvalidArgumentError
 
@@ -393,8 +393,7 @@ def _probe_torch() -> _TorchInfo:
     if importlib.util.find_spec("torch") is None:
         return _TorchInfo(error="torch is not installed")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with silenced("torch", "importlib"):
             import torch
     except (Exception, SystemExit) as exc:
         return _TorchInfo(error=f"{type(exc).__name__}: {exc}")
@@ -527,13 +526,10 @@ def _classify_import_error(
 
 
 def _import(name: str) -> types.ModuleType:
-    # Some modules warn on import; a warning is not a failure (and must not become one under -W error).
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        module = importlib.import_module(name)
-    for warning in seen:
-        logger.debug("importing %s warned: %s", name, warning.message)
-    return module
+    # Some modules warn on import; a warning is not a failure (and must not become one under -W error). Warnings
+    # from a compiled module's initialisation are attributed to the import machinery.
+    with silenced(name.split(".", maxsplit=1)[0], "importlib"):
+        return importlib.import_module(name)
 
 
 def _probe_module(
@@ -580,8 +576,32 @@ def _probe_module(
     return _check_imported(name, module, version)
 
 
+#: The functions AutoAWQ 0.2.9 calls on each compiled extension (``awq/modules``). A name that imports without
+#: them is not the extension: a source checkout of AutoAWQ_kernels on the path makes ``awq_ext/`` (its C++ sources)
+#: import as an empty namespace package.
+EXTENSION_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "awq_ext": ("gemm_forward_cuda", "dequantize_weights_cuda", "gemv_forward_cuda"),
+    "awq_v2_ext": ("gemm_forward_cuda_prefill", "gemv_forward_cuda_decode"),
+    "exl_ext": ("make_q4", "q4_matmul"),
+    "exlv2_ext": ("make_q_matrix", "gemm_half_q_half"),
+    "marlin_cuda": ("mul",),
+}
+
+
 def _check_imported(name: str, module: types.ModuleType, version: str | None) -> ModuleStatus:
     """Checks that need the imported module: versions and attributes AutoAWQ 0.2.9 relies on."""
+    expected = EXTENSION_FUNCTIONS.get(name, ())
+    missing = [function for function in expected if not callable(getattr(module, function, None))]
+    if missing:
+        where = list(getattr(module, "__path__", None) or [getattr(module, "__file__", None) or "?"])
+        return ModuleStatus(
+            name,
+            ModuleState.BROKEN,
+            version,
+            f"{name} imports from {where[0]} but is not the compiled extension (no {', '.join(missing)}): a source "
+            "folder of that name is on sys.path or in the working directory; run from elsewhere, or build and install "
+            "the extension",
+        )
     if name == "triton":
         try:
             language = importlib.import_module("triton.language")

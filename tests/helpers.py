@@ -32,7 +32,7 @@ CALIBRATION_TEXTS = [
 
 # Llama at a size where every projection is a multiple of 256 (so Marlin and GEMV_fast shapes work too),
 # with 2 layers. in_features are 256 (q/k/v/o, gate/up) and 512 (down).
-TINY_LLAMA = {
+TINY_LLAMA: dict[str, Any] = {
     "vocab_size": 512,
     "hidden_size": 256,
     "intermediate_size": 512,
@@ -43,7 +43,17 @@ TINY_LLAMA = {
     "tie_word_embeddings": False,
 }
 
-TINY_QWEN2 = {**TINY_LLAMA, "num_key_value_heads": 2}
+TINY_QWEN2: dict[str, Any] = {**TINY_LLAMA, "num_key_value_heads": 2}
+
+#: The dense architectures tested end to end (quantized by AutoAWQ at test time), with their tiny shapes.
+TINY_DENSE: dict[str, dict[str, Any]] = {
+    "llama": TINY_LLAMA,
+    "mistral": {**TINY_LLAMA, "num_key_value_heads": 2, "sliding_window": None},
+    "qwen2": TINY_QWEN2,
+    "qwen3": {**TINY_QWEN2, "head_dim": 64},
+    "gemma2": {**TINY_QWEN2, "head_dim": 64, "query_pre_attn_scalar": 64, "sliding_window": 128},
+    "phi3": {**TINY_LLAMA, "pad_token_id": 3, "bos_token_id": 1, "eos_token_id": 2},
+}
 
 
 def build_tokenizer(out: Path) -> None:
@@ -71,7 +81,7 @@ def build_tiny_model(out: Path, model_type: str = "llama", seed: int = 0) -> Pat
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    params = TINY_QWEN2 if model_type == "qwen2" else TINY_LLAMA
+    params = TINY_DENSE[model_type]
     config = AutoConfig.for_model(model_type, **params)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).to(torch.float16)  # type: ignore[no-untyped-call]
@@ -79,6 +89,13 @@ def build_tiny_model(out: Path, model_type: str = "llama", seed: int = 0) -> Pat
     model.save_pretrained(str(out), safe_serialization=True)
     build_tokenizer(out)
     return out
+
+
+def _model_type(src: Path) -> str:
+    # Gemma2 on transformers 5: AutoAWQ's calibration in chunks hands each chunk the whole batch's attention mask
+    # (a size mismatch), so its calibration runs unchunked.
+    with open(src / "config.json", encoding="utf-8") as fh:
+        return str(json.load(fh)["model_type"])
 
 
 def quantize(src: Path, out: Path, *, version: str, group_size: int, zero_point: bool = True) -> Path:
@@ -97,7 +114,7 @@ def quantize(src: Path, out: Path, *, version: str, group_size: int, zero_point:
         calib_data=CALIBRATION_TEXTS,
         max_calib_samples=32,
         max_calib_seq_len=64,
-        n_parallel_calib_samples=8,
+        n_parallel_calib_samples=None if _model_type(src) == "gemma2" else 8,
         apply_clip=False,
     )
     model.save_quantized(str(out))
@@ -205,6 +222,38 @@ def build_gemm_model(checkpoint: Path, *, device: str = "cpu", dtype: torch.dtyp
         setattr(parent, child_name, layer)
     model.load_state_dict(state, strict=True)
     cast(torch.nn.Module, model).to(device).eval()
+    return model
+
+
+def awq_dequantized_model(checkpoint: Path) -> PreTrainedModel:
+    """A float32 transformers model of a GEMM checkpoint, each quantized weight dequantized by AutoAWQ's own
+    ``dequantize_gemm`` (awq/utils/packing_utils.py): an independent reference for awq_autoselect's loads."""
+    from awq.utils.packing_utils import dequantize_gemm
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    quant = read_quant_config(checkpoint)
+    group_size = int(quant.get("group_size", quant.get("q_group_size", 128)))  # type: ignore[call-overload]
+    config = AutoConfig.from_pretrained(str(checkpoint))
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    cast(torch.nn.Module, model).to(torch.float32)
+    stored = load_file(str(checkpoint / "model.safetensors"))
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in stored.items():
+        prefix, _, suffix = name.rpartition(".")
+        if suffix == "qweight":
+            weight = dequantize_gemm(tensor, stored[f"{prefix}.qzeros"], stored[f"{prefix}.scales"], 4, group_size)
+            state[f"{prefix}.weight"] = weight.t().float()
+        elif suffix not in ("qzeros", "scales"):
+            state[name] = tensor.float()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected, unexpected
+    assert all("inv_freq" in m or m == "lm_head.weight" for m in missing), missing
+    if "lm_head.weight" in missing:
+        model.tie_weights()
+    cast(torch.nn.Module, model).eval()
     return model
 
 

@@ -21,7 +21,7 @@ from awq_autoselect.errors import (
     UnsupportedCheckpointError,
 )
 from awq_autoselect.loading import load_quantized_auto
-from tests.helpers import QuantizedFactory, copy_checkpoint, edit_config
+from tests.helpers import QuantizedFactory, copy_checkpoint, edit_config, run_cli
 
 
 def test_a_real_checkpoint_is_described(quantized: QuantizedFactory, unchanged: Callable[[Path], None]) -> None:
@@ -105,6 +105,54 @@ def test_truncated_weights(quantized: QuantizedFactory, tmp_path: Path, unchange
     unchanged(path)
     with pytest.raises(CorruptCheckpointError, match="truncated"):
         load_quantized_auto(path, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("tensor", "value"), [("scales", float("nan")), ("scales", float("inf")), ("norm", float("nan"))]
+)
+def test_non_finite_values_are_a_corrupt_checkpoint(
+    quantized: QuantizedFactory, tmp_path: Path, unchanged: Callable[[Path], None], tensor: str, value: float
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = copy_checkpoint(quantized(version="gemm", group_size=64), tmp_path / "ckpt")
+    tensors = load_file(str(path / "model.safetensors"))
+    name = "model.layers.1.mlp.down_proj.scales" if tensor == "scales" else "model.layers.0.input_layernorm.weight"
+    tensors[name].view(-1)[3] = value
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    unchanged(path)
+    words = rf"{path}: tensor {name} \(in model\.safetensors\) holds 1 NaN or inf value\(s\)"
+    with pytest.raises(CorruptCheckpointError, match=words):
+        load_quantized_auto(path, device="cpu")
+    code, _, err = run_cli("load", str(path), "--device", "cpu")
+    assert code == 3
+    assert f"tensor {name} (in model.safetensors) holds 1 NaN or inf value(s)" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("convert", str(path), str(tmp_path / "out"), "--to", "gemv")
+    assert code == 3
+    assert f"tensor {name}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_gemm_layer_is_named_with_its_folder_and_both_layouts(
+    quantized: QuantizedFactory, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = copy_checkpoint(quantized(version="gemm", group_size=64), tmp_path / "ckpt")
+    tensors = load_file(str(path / "model.safetensors"))
+    name = "model.layers.0.self_attn.o_proj"
+    tensors[f"{name}.scales"] = torch.cat([tensors[f"{name}.scales"]] * 2)  # twice the groups
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CorruptCheckpointError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path / 'model.safetensors'}: layer {name}: qweight")
+    assert "fit neither the GEMM layout" in message
+    assert "nor the GEMV layout" in message
+    assert "config.json says 'gemm'" in message
+    assert "gemv layer" not in message
 
 
 def test_corrupt_header(quantized: QuantizedFactory, tmp_path: Path) -> None:

@@ -203,6 +203,44 @@ def test_make_synthetic_bench_and_report(tmp_path: Path) -> None:
     assert "== selection ==" in out
 
 
+def test_bench_exits_1_when_no_version_can_run(tmp_path: Path) -> None:
+    ckpt = tmp_path / "tiny"
+    assert run_cli("make-synthetic", str(ckpt), "--shape", "tiny", "--version", "gemv")[0] == EXIT_OK
+    report = tmp_path / "bench.json"
+    # gemv_fast needs a GPU and group size 128; the dense baseline alone does not make the command a success.
+    argv = ["--prompt-tokens", "8", "--new-tokens", "3", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
+    code, out, err = run_cli("bench", str(ckpt), "--versions", "gemv_fast", "--fp16", *argv, "--json", str(report))
+    assert code == EXIT_FAILED
+    assert err.startswith(f"error: {ckpt}: no version of the checkpoint could run here (gemv_fast: ")
+    assert len(err.strip().splitlines()) == 1
+    assert "| gemv_fast |" in out  # the table is still printed, with the reason
+    from awq_autoselect.bench import BenchmarkReport, Status
+
+    assert BenchmarkReport.read_json(report).result("gemv_fast").status is Status.UNAVAILABLE
+    assert run_cli("bench", str(ckpt), "--versions", "gemv_fast,torch_int4", *argv)[0] == EXIT_OK
+
+
+def test_detect_prints_a_visible_devices_warning_once() -> None:
+    import os
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "GPU-00000000,7"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "awq_autoselect", "detect"], capture_output=True, text=True, check=False, env=env
+    )
+    assert proc.returncode == 0
+    both = proc.stdout + proc.stderr
+    assert both.count("'7' follows a GPU UUID") == 1, both
+
+
+@pytest.mark.parametrize(
+    "command", ["detect", "env", "catalogue", "select", "report", "load", "convert", "tune", "bench", "make-synthetic"]
+)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(command, "--help")  # argparse prints help to sys.stdout itself
+    assert code == EXIT_OK, err
+    assert capsys.readouterr().out.startswith(f"usage: awq-autoselect {command}")
+
+
 def test_console_script_entry_point() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "awq_autoselect", "--help"], capture_output=True, text=True, check=False

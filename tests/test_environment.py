@@ -16,6 +16,7 @@ import pytest
 
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.environment import (
+    EXTENSION_FUNCTIONS,
     INT4_OPS,
     INT4_OPS_CPU,
     KNOWN_MODULES,
@@ -485,3 +486,35 @@ def test_gpu_probe_without_cuda_context() -> None:
         assert "autoawq-kernels" in awq_ext.reason or "AutoAWQ_kernels" in awq_ext.reason
     assert env.available("triton")
     assert env.available("torch.int4pack")
+
+
+def test_a_source_folder_named_like_an_extension_is_not_the_extension(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A source checkout of AutoAWQ_kernels: awq_ext/ holds C++ sources and imports as a namespace package.
+    sources = tmp_path / "awq_ext"
+    sources.mkdir()
+    (sources / "pybind_awq.cpp").write_text("// sources, not a module\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "awq_ext", raising=False)
+    status = _probe_module("awq_ext", _torch_info())
+    assert status.state is ModuleState.BROKEN
+    assert status.reason.startswith(f"awq_ext imports from {sources} but is not the compiled extension")
+    assert "no gemm_forward_cuda, dequantize_weights_cuda, gemv_forward_cuda" in status.reason
+    sys.modules.pop("awq_ext", None)
+
+
+def test_a_module_with_the_functions_autoawq_calls_passes_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    functions = EXTENSION_FUNCTIONS["exlv2_ext"]
+    (tmp_path / "exlv2_ext.py").write_text("".join(f"def {name}(*args):\n    return None\n" for name in functions))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exlv2_ext", raising=False)
+    assert _probe_module("exlv2_ext", _torch_info()).state is ModuleState.OK
+    sys.modules.pop("exlv2_ext", None)
+    (tmp_path / "exlv2_ext.py").write_text(f"def {functions[0]}(*args):\n    return None\n")
+    status = _probe_module("exlv2_ext", _torch_info())
+    assert status.state is ModuleState.BROKEN
+    assert f"no {', '.join(functions[1:])}" in status.reason
+    sys.modules.pop("exlv2_ext", None)

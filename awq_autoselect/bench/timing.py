@@ -9,10 +9,11 @@ from __future__ import annotations
 import gc
 import itertools
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from awq_autoselect._quiet import silenced
 
 from .decoders import Decoder, GenerateDecoder
 from .records import KernelShare, RunSample
@@ -142,9 +143,7 @@ def _kernel_totals(fn: Callable[[], object], device: BenchDevice) -> dict[str, l
     """GPU time (us) and calls per kernel name while ``fn`` runs (CUDA activity only)."""
     from torch.profiler import DeviceType, ProfilerActivity, profile
 
-    with warnings.catch_warnings():
-        # The profiler's own chatter (e.g. about CUPTI) is not the model's business.
-        warnings.filterwarnings("ignore", module=r"torch\.(profiler|autograd)")
+    with silenced("torch.profiler", "torch.autograd"):  # its chatter (e.g. about CUPTI) is not the model's business
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             fn()
             device.sync()

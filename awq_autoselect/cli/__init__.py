@@ -62,6 +62,27 @@ def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Names
         return EXIT_FAILED
 
 
+#: Commands that load a model through AutoAWQ.
+_LOADING_COMMANDS = frozenset({"load", "bench", "tune", "report"})
+
+
+def _quiet_dependencies(verbose: int) -> None:
+    """The CLI owns its process: keep AutoAWQ's deprecation notice and transformers' advice off the terminal.
+
+    The library cannot hide AutoAWQ's import-time notice without touching process-wide warning state (see
+    :mod:`awq_autoselect._awq`); a command line is one thread, so here that is safe. Shown again with ``-v``.
+    """
+    if verbose:
+        return
+    import warnings
+
+    from awq_autoselect._awq import import_awq
+
+    with warnings.catch_warnings(record=True):  # recorded and dropped: AutoAWQ puts its own filter before any other
+        import_awq()
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # its library logger: advice meant for its users
+
+
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so that writers remove their staging folders on the way out.
     raise SystemExit(128 + signum)
@@ -79,6 +100,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         return EXIT_USAGE
     except SystemExit as exc:  # --help, --version
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    except Exception as exc:  # a bug in the parser itself: still one line
+        err.write(f"error: unexpected {type(exc).__name__} while reading the arguments: {_one_line(str(exc))[:300]}\n")
+        return EXIT_FAILED
     if args.verbose:
         logging.basicConfig(
             level=logging.DEBUG if args.verbose > 1 else logging.INFO,
@@ -90,6 +114,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command in _LOADING_COMMANDS:
+            _quiet_dependencies(args.verbose)
         return _run(func, args, out, err)
     finally:
         if previous is not None:

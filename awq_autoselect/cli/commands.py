@@ -328,7 +328,9 @@ def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from awq_autoselect.bench import benchmark_versions, plot
+    from awq_autoselect.bench import Status, benchmark_versions, plot
+    from awq_autoselect.bench.runner import CPU_DENSE_NAME, FP16_NAME
+    from awq_autoselect.errors import KernelFailedError
 
     batch_sizes: tuple[int, ...] = args.batch_size
     report = benchmark_versions(
@@ -358,6 +360,11 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     if args.plot:
         plot(report, args.plot)
     out.write(report.to_markdown() + "\n")
+    quantized = [r for r in report.results if r.version not in (FP16_NAME, CPU_DENSE_NAME)]
+    if quantized and not any(b.status is Status.OK for r in quantized for b in r.batches):
+        # The reports above say why for each version; the exit code says nothing of the checkpoint could run.
+        why = "; ".join(f"{r.version}: {' '.join((r.reason or str(r.status)).split())[:200]}" for r in quantized)
+        raise KernelFailedError(f"{args.path}: no version of the checkpoint could run here ({why})")
     return EXIT_OK
 
 

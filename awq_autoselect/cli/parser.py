@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", metavar="TEXT", help="prompt text (default: random token ids)")
     p.add_argument("--no-kernel-time", action="store_true", help="skip the profiler run for GPU kernel time")
     p.add_argument(
-        "--peak-bandwidth", type=_positive_float, metavar="GBPS", help="card memory bandwidth for the % column"
+        "--peak-bandwidth", type=_positive_float, metavar="GBPS", help="card memory bandwidth for the %% column"
     )
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--csv", metavar="FILE")

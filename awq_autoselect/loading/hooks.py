@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,8 @@ from awq_autoselect.catalogue import CATALOGUE, Kernel, Layout
 from awq_autoselect.checkpoint import CheckpointInfo, QuantizedLayer
 from awq_autoselect.conversion import QUANTIZED_SUFFIXES, iter_tensors
 from awq_autoselect.errors import CorruptCheckpointError
+
+from .names import model_name
 
 if TYPE_CHECKING:
     import torch
@@ -76,11 +77,12 @@ def _weights_loader(
         unexpected: list[str] = []
         if info.layout is not target:
             conversions.append(f"{info.layout.value} -> {target.value}: repacked in memory at load (exact)")
-        for name, tensor in iter_tensors(info, target):
+        for stored, tensor in iter_tensors(info, target):
+            name = model_name(stored, info.model_type, expected)  # Mixtral's experts moved in transformers 5
             if name not in expected:
-                unexpected.append(name)
+                unexpected.append(stored)
                 continue
-            prefix, _, suffix = name.rpartition(".")
+            prefix, _, suffix = stored.rpartition(".")
             value = tensor
             if value.is_floating_point() and not (prefix in layers and suffix in QUANTIZED_SUFFIXES):
                 value = value.to(dtype)
@@ -105,6 +107,24 @@ def _weights_loader(
     return load
 
 
+def _with_per_expert_modules(
+    replace_layers: Callable[..., None], model_type: str, conversions: list[str]
+) -> Callable[..., None]:
+    """AutoAWQ's ``_load_quantized_modules``, run after fused experts got their per-expert modules back."""
+
+    def load_quantized_modules(awq_class: object, model: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        from awq_autoselect.kernels.experts import unfuse_experts
+
+        unfused = unfuse_experts(model, model_type)
+        if unfused:
+            conversions.append(
+                f"{unfused} fused expert blocks given one module per expert, as the checkpoint stores them"
+            )
+        replace_layers(awq_class, model, *args, **kwargs)
+
+    return load_quantized_modules
+
+
 def build_model(
     info: CheckpointInfo,
     kernel: Kernel,
@@ -120,6 +140,7 @@ def build_model(
     import torch
 
     from awq_autoselect._awq import import_awq
+    from awq_autoselect._quiet import silenced
 
     import_awq()
     import awq.models.base as awq_base
@@ -148,16 +169,20 @@ def build_model(
     with (
         HOOK_LOCK,
         _patched(
+            awq_base.BaseAWQForCausalLM,
+            _load_quantized_modules=_with_per_expert_modules(
+                awq_base.BaseAWQForCausalLM._load_quantized_modules, info.model_type, conversions
+            ),
+        ),
+        _patched(
             awq_base,
             AwqConfig=_FixedConfig,
             get_best_device=lambda: best_device,
             load_checkpoint_and_dispatch=_weights_loader(info, target, device, dtype, conversions),
             tqdm=_no_progress,  # AutoAWQ draws a progress bar per load on stderr; a library should not
         ),
-        warnings.catch_warnings(),
+        silenced("awq"),  # AutoAWQ's warnings about its own fallbacks: the report says what happened
     ):
-        # AutoAWQ announces its deprecation and its own fallbacks with warnings; the report carries what matters.
-        warnings.simplefilter("ignore")
         model: torch.nn.Module = AutoAWQForCausalLM.from_quantized(
             str(info.path),
             max_seq_len=max_seq_len,

@@ -11,6 +11,7 @@ from awq_autoselect._awq import hf_model_of
 from awq_autoselect.checkpoint import CheckpointInfo, QuantizedLayer
 from awq_autoselect.conversion import QUANTIZED_SUFFIXES
 
+from .names import model_name
 from .records import LayerCheck, ProbeResult
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def _reference_weight(
 
 
 def _probe_layers(info: CheckpointInfo, names: set[str]) -> list[QuantizedLayer]:
-    present = [layer for layer in info.layers if layer.prefix in names]
+    present = [layer for layer in info.layers if model_name(layer.prefix, info.model_type, names) in names]
     if not present:
         return []
     picks = {present[0].prefix: present[0], present[-1].prefix: present[-1]}
@@ -82,7 +83,10 @@ def run_probe(
 
         return hook
 
-    handles = [modules[layer.prefix].register_forward_hook(make_hook(layer.prefix)) for layer in layers]
+    handles = [
+        modules[model_name(layer.prefix, info.model_type, modules)].register_forward_hook(make_hook(layer.prefix))
+        for layer in layers
+    ]
     vocab = int(getattr(hf_model.config, "vocab_size", 0) or 0) or 32
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.randint(0, vocab, (1, _PROBE_PROMPT_TOKENS), generator=generator).to(device)
