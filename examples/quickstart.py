@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 from awq_autoselect import FallbackWarning, detect_compute_capability, load_quantized_auto, select_awq_version
 
@@ -34,8 +35,15 @@ def main(path: str, prompt: str) -> int:
     device = next(model.parameters()).device
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     generate = getattr(model, "generate")  # noqa: B009 - AutoAWQ's model wrapper is untyped
-    out = generate(input_ids=ids, max_new_tokens=16, do_sample=False)
-    print(repr(tokenizer.decode(out[0][ids.shape[1] :], skip_special_tokens=True)))
+    out = generate(input_ids=ids, max_new_tokens=16, do_sample=False)  # fast decode by default: report.decode
+    print(f"[{report.decode}]", repr(tokenizer.decode(out[0][ids.shape[1] :], skip_special_tokens=True)))
+
+    # transformers' pipeline takes the Hugging Face model inside AutoAWQ's wrapper
+    from transformers import pipeline
+
+    hf_model: Any = model.model  # typed loosely: AutoAWQ's wrapper is untyped
+    generator = pipeline("text-generation", model=hf_model, tokenizer=tokenizer, device=device)
+    print(generator(prompt, max_new_tokens=8, do_sample=False)[0]["generated_text"])
     return 0
 
 

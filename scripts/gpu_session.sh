@@ -67,11 +67,11 @@ step_tests() {
         tests/test_selection.py tests/test_synthetic.py
 }
 step_tests_k() {
-    gpu_tests tests-k tests/gpu/test_trials.py tests/gpu/test_loading.py tests/gpu/test_bench.py tests/gpu/test_moe.py
+    gpu_tests tests-k tests/gpu/test_trials.py tests/gpu/test_fast_decode.py tests/gpu/test_moe.py tests/gpu/test_loading.py
 }
 step_make7b() {
     log make7b
-    timeout 120 python3 -m awq_autoselect make-synthetic "$CKPT" --shape llama-2-7b --version gemm --device cuda \
+    timeout 120 python3 -m awq_autoselect make-synthetic "$CKPT" --shape llama-2-7b --version gemm --device cuda --overwrite \
         > "$RES/make7b.txt" 2>&1
     log "make7b exit $?"
 }

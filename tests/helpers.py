@@ -189,13 +189,8 @@ def identity_rows(columns: torch.Tensor, in_features: int, dtype: torch.dtype = 
     return x
 
 
-def build_gemm_model(checkpoint: Path, *, device: str = "cpu", dtype: torch.dtype = torch.float16) -> PreTrainedModel:
-    """The checkpoint's transformers model with AutoAWQ ``WQLinear_GEMM`` layers holding its packed tensors.
-
-    What AutoAWQ's ``from_quantized`` builds, without its device dispatch (which insists on IPEX on a CPU).
-    """
-    from awq.modules.linear.gemm import WQLinear_GEMM
-    from safetensors.torch import load_file
+def _unquantized_model(checkpoint: Path) -> tuple[PreTrainedModel, int]:
+    """The checkpoint's transformers model built from its config without the quantization config; its group size."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     quant = read_quant_config(checkpoint)
@@ -204,6 +199,18 @@ def build_gemm_model(checkpoint: Path, *, device: str = "cpu", dtype: torch.dtyp
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model: PreTrainedModel = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    return model, group_size
+
+
+def build_gemm_model(checkpoint: Path, *, device: str = "cpu", dtype: torch.dtype = torch.float16) -> PreTrainedModel:
+    """The checkpoint's transformers model with AutoAWQ ``WQLinear_GEMM`` layers holding its packed tensors.
+
+    What AutoAWQ's ``from_quantized`` builds, without its device dispatch (which insists on IPEX on a CPU).
+    """
+    from awq.modules.linear.gemm import WQLinear_GEMM
+    from safetensors.torch import load_file
+
+    model, group_size = _unquantized_model(checkpoint)
     rotary = {name: buf for name, buf in model.named_buffers() if name.endswith("inv_freq")}
     cast(torch.nn.Module, model).to(dtype)
     for name, buf in rotary.items():  # as from_pretrained leaves them: float32
@@ -230,14 +237,8 @@ def awq_dequantized_model(checkpoint: Path) -> PreTrainedModel:
     ``dequantize_gemm`` (awq/utils/packing_utils.py): an independent reference for awq_autoselect's loads."""
     from awq.utils.packing_utils import dequantize_gemm
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
 
-    quant = read_quant_config(checkpoint)
-    group_size = int(quant.get("group_size", quant.get("q_group_size", 128)))  # type: ignore[call-overload]
-    config = AutoConfig.from_pretrained(str(checkpoint))
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model: PreTrainedModel = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    model, group_size = _unquantized_model(checkpoint)
     cast(torch.nn.Module, model).to(torch.float32)
     stored = load_file(str(checkpoint / "model.safetensors"))
     state: dict[str, torch.Tensor] = {}

@@ -56,3 +56,24 @@ def test_version_matches_pyproject_and_typed_marker_ships() -> None:
     assert version.group(1) == awq_autoselect.__version__
     assert '"autoawq==0.2.9"' in text
     assert (ROOT / "awq_autoselect" / "py.typed").is_file()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("benchmark", "awq_autoselect.bench", "benchmark_versions"),
+        ("cudagraph", "awq_autoselect.decode.static", "generate_with_cuda_graph"),
+        ("synthetic", "awq_autoselect.testing.synthetic", "make_synthetic_checkpoint"),
+    ],
+)
+def test_moved_modules_of_0_1_0_still_import_with_a_warning(old: str, new: str, name: str) -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop(f"awq_autoselect.{old}", None)
+    with pytest.warns(DeprecationWarning, match=f"awq_autoselect.{old} is deprecated: it is {new} since 0.2.0"):
+        module = importlib.import_module(f"awq_autoselect.{old}")
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+    assert name in dir(module)
+    with pytest.raises(AttributeError, match=f"moved to {new}"):
+        module.no_such_name  # noqa: B018

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -214,15 +215,22 @@ def test_load_goes_on_with_the_next_kernel_when_one_kills_its_trial(
 ) -> None:
     monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
     _break(monkeypatch, "torch_int4", "segfault")
-    with pytest.warns(FallbackWarning, match="killed by SIGSEGV"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)  # auto: a kernel that fails its trial is not chosen, quietly
         model, report = load_quantized_auto(checkpoint, device="cpu")
     assert report.kernel is Kernel.GEMM_TORCH
+    assert not report.fell_back
     skipped = report.attempts[0]
     assert (skipped.kernel, skipped.stage, skipped.ok) == (Kernel.TORCH_INT4, "trial", False)
     assert "SIGSEGV" in skipped.message
     assert report.probe is not None
     assert report.probe.ok
     assert model is not None
+    # Explicitly asked for: the fallback is announced, with the trial's reason.
+    with pytest.warns(FallbackWarning, match="killed by SIGSEGV"):
+        _, asked = load_quantized_auto(checkpoint, "torch_int4", device="cpu")
+    assert asked.kernel is Kernel.GEMM_TORCH
+    assert asked.fell_back
     # Explicitly asked for, without fallback: refused with the trial's reason, nothing loaded.
     from awq_autoselect.errors import VersionUnavailableError
 

@@ -217,7 +217,9 @@ def load_quantized_auto(
 
     Returns:
         ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
-        kernel used is not the one requested or first chosen.
+        kernel used is not the one requested, or when a chosen kernel failed to load or to pass the probe. With
+        ``version="auto"``, kernels whose trial failed were never chosen: they are listed in ``report.attempts``
+        (stage ``"trial"``) and logged, without a warning: measuring them is how auto chooses.
 
     Raises:
         CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
@@ -347,7 +349,10 @@ def load_quantized_auto(
                 seconds=time.perf_counter() - started,
                 decode=decode,
             )
-            failed = [a for a in attempts if not a.ok]
+            failed = [a for a in attempts if not a.ok and not (requested == "auto" and a.stage == "trial")]
+            for attempt in attempts:
+                if attempt.stage == "trial":
+                    logger.info("%s: %s", info.path.name, attempt)
             if failed:
                 warnings.warn(
                     f"awq_autoselect loaded {info.path.name} with {kernel} instead of {failed[0].kernel}: "

@@ -130,8 +130,11 @@ class LoadReport:
 
     @property
     def fell_back(self) -> bool:
-        """True when the kernel used is not the first one tried or requested."""
-        return any(not a.ok for a in self.attempts)
+        """True when the kernel used is not the one requested, or a chosen kernel failed to load or pass the probe.
+
+        With ``requested == "auto"``, kernels that failed their trial were never chosen: not a fallback.
+        """
+        return any(not a.ok and not (self.requested == "auto" and a.stage == "trial") for a in self.attempts)
 
     def to_dict(self) -> dict[str, object]:
         return {

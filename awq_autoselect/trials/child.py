@@ -81,6 +81,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _activation_shape(rows: int, in_features: int) -> tuple[int, int, int]:
+    """How a decoder hands ``rows`` rows to a layer: a decode step of up to 8 sequences ``[rows, 1, in]``, else a
+    prompt ``[1, rows, in]``. Kernels branch on this shape (AutoAWQ's GEMV_fast reads ``batch, tokens, _``)."""
+    return (rows, 1, in_features) if rows <= _DECODE_BATCH_MAX else (1, rows, in_features)
+
+
+_DECODE_BATCH_MAX = 8
+
+
 def _check(
     layer: torch.nn.Module, weight: UnpackedWeight, rows: Sequence[int], dtype: torch.dtype, device: torch.device
 ) -> float:
@@ -93,13 +102,13 @@ def _check(
     gen = torch.Generator(device=device).manual_seed(1234)
     worst = 0.0
     for count in sorted({1, max(rows)}):
-        x = torch.randn((count, weight.in_features), generator=gen, device=device).to(dtype)
+        x = torch.randn(_activation_shape(count, weight.in_features), generator=gen, device=device).to(dtype)
         out = layer(x)
         _sync(device)
         got = out.float().reshape(count, weight.out_features)
         if not bool(torch.isfinite(got).all()):
             return math.inf
-        ref = x.float() @ reference.t()
+        ref = x.float().reshape(count, weight.in_features) @ reference.t()
         denom = float(torch.linalg.vector_norm(ref)) or 1.0
         worst = max(worst, float(torch.linalg.vector_norm(got - ref)) / denom)
     return worst
@@ -226,7 +235,7 @@ def _measure(
             gen = torch.Generator(device=device).manual_seed(seed)
             timings: list[RowTiming] = []
             for count in rows:
-                x = torch.randn((count, shape.in_features), generator=gen, device=device).to(dtype)
+                x = torch.randn(_activation_shape(count, shape.in_features), generator=gen, device=device).to(dtype)
                 eager = _time_eager(layers, x, device)
                 graph: float | None = None
                 if graph_ok:
