@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ import torch
 from awq_autoselect import FallbackWarning
 from awq_autoselect.decode.static import StaticDecoder, generate_with_cuda_graph
 from awq_autoselect.errors import InvalidArgumentError
-from tests.helpers import UnknownStaticCache
+from tests.helpers import UnknownStaticCache, hf_greedy
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +25,6 @@ def model(tiny_model_dir: Path) -> torch.nn.Module:
 
     loaded: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     return loaded.to(torch.float32).eval()
-
-
-def hf_greedy(model: torch.nn.Module, ids: torch.Tensor, new: int) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        out: torch.Tensor = cast(Any, model).generate(
-            ids, max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0
-        )
-    return out
 
 
 PROMPTS = {
