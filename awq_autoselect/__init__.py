@@ -92,9 +92,9 @@ def __getattr__(name: str) -> object:
         DeprecationWarning,
         stacklevel=2,
     )
-    target = importlib.import_module(f".{module}", __name__)
-    renamed: dict[str, object] = getattr(target, "DEPRECATED", {})  # the errors module's own aliases warn too
-    return renamed[name] if name in renamed else getattr(target, name)
+    from ._moved import resolved
+
+    return resolved(importlib.import_module(f".{module}", __name__), name)
 
 
 def __dir__() -> list[str]:

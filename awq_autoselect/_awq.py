@@ -27,7 +27,7 @@ from awq_autoselect._quiet import drop_added_filters, silenced
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["hf_model_of", "import_awq"]
+__all__ = ["fused_modules", "hf_model_of", "import_awq"]
 
 _IMPORT_LOCK = threading.Lock()
 _IMPORTED: dict[str, ModuleType] = {}  # "awq" once every module in _MODULES has been imported
@@ -50,6 +50,11 @@ def import_awq() -> ModuleType:
                 modules = [importlib.import_module(name) for name in _MODULES]
             _IMPORTED["awq"] = modules[0]
         return _IMPORTED["awq"]
+
+
+def fused_modules(model: torch.nn.Module) -> list[str]:
+    """The class names of AutoAWQ's fused layers (``awq.modules.fused``) in ``model``, sorted; empty if none."""
+    return sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith("awq.modules.fused")})
 
 
 def hf_model_of(model: torch.nn.Module) -> torch.nn.Module:

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 
-__all__ = ["moved_module"]
+__all__ = ["moved_module", "resolved"]
+
+
+def resolved(module: ModuleType, name: str) -> object:
+    """``module.name``; a name the module keeps only as a deprecated alias (``errors.DEPRECATED``: 0.1.0 exception
+    names) resolved without the module's own second DeprecationWarning."""
+    renamed: Mapping[str, object] = getattr(module, "DEPRECATED", {})
+    return renamed[name] if name in renamed else getattr(module, name)
 
 
 def moved_module(old: str, new: Sequence[str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
@@ -22,11 +30,8 @@ def moved_module(old: str, new: Sequence[str]) -> tuple[Callable[[str], object],
     def resolve(name: str) -> object:
         for module_name in new:
             module = importlib.import_module(module_name)
-            renamed: dict[str, object] = getattr(module, "DEPRECATED", {})  # errors: 0.1.0 exception names
-            if name in renamed:
-                return renamed[name]
-            if name in getattr(module, "__all__", ()):
-                return getattr(module, name)
+            if name in getattr(module, "__all__", ()) or name in getattr(module, "DEPRECATED", {}):
+                return resolved(module, name)
         raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved to {new[0]})")
 
     def names() -> list[str]:

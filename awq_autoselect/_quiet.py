@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
@@ -41,7 +41,7 @@ def _filters_changed() -> None:
             return
 
 
-def _remove(entries: list[object]) -> None:
+def _remove(entries: Sequence[object]) -> None:
     for entry in entries:
         live = _live()
         for index, current in enumerate(live):
@@ -78,5 +78,5 @@ def drop_added_filters(action: str, category: type[Warning]) -> Iterator[None]:
                 for entry in warnings.filters
                 if id(entry) not in before and entry[0] == action and entry[2] is category and entry[3] is None
             ]
-            _remove(list(added))
+            _remove(added)
             _filters_changed()

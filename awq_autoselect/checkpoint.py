@@ -392,8 +392,8 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
         CheckpointNotFoundError: the path, its config.json or a weights shard does not exist.
         CheckpointError: the path is a file, or holds only pickle weights.
         NotAwqCheckpointError: config.json has no AWQ ``quantization_config``.
-        UnsupportedCheckpointError: bits, group size or version nothing here can run.
-        UnsupportedCheckpointError: ``model_type`` is not one AutoAWQ 0.2.9 supports.
+        UnsupportedCheckpointError: bits, group size or version nothing here can run, or a ``model_type`` AutoAWQ
+            0.2.9 does not support.
         CorruptCheckpointError: unreadable JSON, a truncated weights file, or tensors that do not fit.
     """
     root = Path(os.fspath(path)).expanduser()

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from awq_autoselect._awq import hf_model_of
+from awq_autoselect._awq import fused_modules, hf_model_of
 from awq_autoselect.errors import CudaContextPoisonedError, FallbackWarning, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
     raise InvalidArgumentError(
         f"expected a transformers PreTrainedModel or AutoAWQ's wrapper (with .model), got {type(model).__name__}"
     )
-
-
-def _fused_modules(model: torch.nn.Module) -> list[str]:
-    return sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith("awq.modules.fused")})
 
 
 class StaticDecoder:
@@ -117,7 +113,7 @@ class StaticDecoder:
         self.model = _unwrap(model)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_cache_len = _positive_int("max_cache_len", max_cache_len)
-        fused = _fused_modules(self.model)
+        fused = fused_modules(self.model)
         if fused:
             raise InvalidArgumentError(
                 f"the model holds AutoAWQ fused layers ({', '.join(fused)}), which keep their own KV cache; "

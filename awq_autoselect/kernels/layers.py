@@ -17,10 +17,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from awq_autoselect import formats
-from awq_autoselect._awq import import_awq
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 
-from .gemm import TorchGEMMLinear, TritonGEMMLinear
+from .gemm import TorchGEMMLinear, TritonGEMMLinear  # importing it imports AutoAWQ (import_awq) first
 from .torch_int4 import TorchInt4Linear
 
 __all__ = ["build_layers"]
@@ -76,7 +75,6 @@ def build_layers(
     """
     if kernel is Kernel.TORCH_INT4:
         return torch.nn.ModuleList(TorchInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
-    import_awq()
     layout = CATALOGUE[kernel].layout
     cls = _layer_class(kernel)
     layers: list[torch.nn.Module] = []

@@ -210,11 +210,11 @@ def weight_error_bound(
 def _check_platform(device: torch.device, dtype: torch.dtype) -> None:
     """Raise when torch, the device or the dtype cannot run tinygemm."""
     reasons: list[str] = []
-    ops: tuple[str, ...] = ()
-    if not satisfies(torch.__version__, CATALOGUE[Kernel.TORCH_INT4].torch or ">=2.6"):
+    spec = CATALOGUE[Kernel.TORCH_INT4]
+    ops = spec.ops_for(device.type)  # the catalogue's aten ops for this device type (none for others)
+    if spec.torch is not None and not satisfies(torch.__version__, spec.torch):
         reasons.append(f"needs torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, this is torch {torch.__version__}")
     if device.type == "cuda":
-        ops = ("_convert_weight_to_int4pack", "_weight_int4pack_mm")
         if dtype != torch.bfloat16:
             reasons.append(f"tinygemm on CUDA computes in bfloat16 only, got dtype={dtype}; pass dtype=torch.bfloat16")
         capability = torch.cuda.get_device_capability(device)
@@ -224,7 +224,6 @@ def _check_platform(device: torch.device, dtype: torch.dtype) -> None:
                 f"{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]}+ (bf16 tensor cores)"
             )
     elif device.type == "cpu":
-        ops = ("_convert_weight_to_int4pack_for_cpu", "_weight_int4pack_mm_for_cpu")
         if dtype not in _CPU_DTYPES:
             reasons.append(f"the CPU op computes in bfloat16, float16 or float32, got dtype={dtype}")
     else:

@@ -28,7 +28,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
-from awq_autoselect._awq import hf_model_of
+from awq_autoselect._awq import fused_modules, hf_model_of
 from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
 from awq_autoselect.devices import resolve_device
@@ -120,7 +120,9 @@ def _fuse_options(kernel: Kernel, fuse_layers: bool | None, device: torch.device
     return [True, False]
 
 
-def _finish(model: torch.nn.Module, info: CheckpointInfo, dev: torch.device, fast_decode: str | bool | None) -> str:
+def _finish(
+    model: torch.nn.Module, info: CheckpointInfo, dev: torch.device, fast_decode: str | bool | None, *, fused: bool
+) -> str:
     """Install the fast decode path and a ``save_quantized`` that writes a loadable checkpoint; the decode mode."""
     from awq_autoselect.decode.fast import install
 
@@ -139,7 +141,7 @@ def _finish(model: torch.nn.Module, info: CheckpointInfo, dev: torch.device, fas
     mode = ("compile" if dev.type == "cuda" else "eager") if fast_decode in (None, True) else fast_decode
     if mode is False:
         return "transformers"
-    if any(type(m).__module__.startswith("awq.modules.fused") for m in model.modules()):
+    if fused:
         logger.info("fast decode not installed: AutoAWQ's fused layers keep their own KV cache")
         return "transformers"
     install(hf_model_of(model), str(mode))
@@ -331,15 +333,16 @@ def load_quantized_auto(
                 _check_cuda_context(dev, exc, attempts)
                 raise
             attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
-            decode = _finish(model, info, dev, fast_decode)
+            # AutoAWQ skips fusing silently in some setups (no awq_ext): what was built decides.
+            built_fused = bool(fused_modules(model))
+            decode = _finish(model, info, dev, fast_decode, fused=built_fused)
             report = LoadReport(
                 path=str(info.path),
                 requested=requested,
                 kernel=kernel,
                 device=str(dev),
                 dtype=str(dtype).replace("torch.", ""),
-                # AutoAWQ skips fusing silently in some setups (no awq_ext): report what was built.
-                fused=any(type(m).__module__.startswith("awq.modules.fused") for m in model.modules()),
+                fused=built_fused,
                 checkpoint_layout=info.layout,
                 loaded_layout=CATALOGUE[kernel].layout,
                 conversions=tuple(conversions),
@@ -349,7 +352,7 @@ def load_quantized_auto(
                 seconds=time.perf_counter() - started,
                 decode=decode,
             )
-            failed = [a for a in attempts if not a.ok and not (requested == "auto" and a.stage == "trial")]
+            failed = report.fallbacks
             for attempt in attempts:
                 if attempt.stage == "trial":
                     logger.info("%s: %s", info.path.name, attempt)
@@ -381,10 +384,7 @@ def load_dense_baseline(
     """
     import torch
 
-    from awq_autoselect._awq import import_awq
-
-    import_awq()
-    from awq_autoselect.kernels.gemm import TorchGEMMLinear, dequantize_gemm
+    from awq_autoselect.kernels.gemm import TorchGEMMLinear, dequantize_gemm  # imports AutoAWQ first
 
     started = time.perf_counter()
     info = read_checkpoint(path)

@@ -4,7 +4,7 @@ compared against weights dequantized in float32 straight from the checkpoint."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import TYPE_CHECKING
 
 from awq_autoselect._awq import hf_model_of
@@ -55,13 +55,15 @@ def _reference_weight(
     return weight, (bias.to(device=device, dtype=weight.dtype) if bias is not None else None)
 
 
-def _probe_layers(info: CheckpointInfo, names: set[str]) -> list[QuantizedLayer]:
-    present = [layer for layer in info.layers if model_name(layer.prefix, info.model_type, names) in names]
+def _probe_layers(info: CheckpointInfo, modules: Container[str]) -> list[tuple[str, QuantizedLayer]]:
+    """The layers to probe, each with its module's name in the model: the first, the last and the widest."""
+    named = [(model_name(layer.prefix, info.model_type, modules), layer) for layer in info.layers]
+    present = [(name, layer) for name, layer in named if name in modules]
     if not present:
         return []
-    picks = {present[0].prefix: present[0], present[-1].prefix: present[-1]}
-    widest = max(present, key=lambda layer: layer.in_features)
-    picks.setdefault(widest.prefix, widest)
+    picks = {present[0][1].prefix: present[0], present[-1][1].prefix: present[-1]}
+    widest = max(present, key=lambda pair: pair[1].in_features)
+    picks.setdefault(widest[1].prefix, widest)
     return list(picks.values())[:_PROBE_LAYERS]
 
 
@@ -74,7 +76,8 @@ def run_probe(
     hf_model = hf_model_of(awq_model)
     assert isinstance(hf_model, torch.nn.Module)
     modules = dict(hf_model.named_modules())
-    layers = _probe_layers(info, set(modules))
+    probed = _probe_layers(info, modules)
+    layers = [layer for _, layer in probed]
     captured: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {layer.prefix: [] for layer in layers}
 
     def make_hook(name: str) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
@@ -83,10 +86,7 @@ def run_probe(
 
         return hook
 
-    handles = [
-        modules[model_name(layer.prefix, info.model_type, modules)].register_forward_hook(make_hook(layer.prefix))
-        for layer in layers
-    ]
+    handles = [modules[name].register_forward_hook(make_hook(layer.prefix)) for name, layer in probed]
     vocab = int(getattr(hf_model.config, "vocab_size", 0) or 0) or 32
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.randint(0, vocab, (1, _PROBE_PROMPT_TOKENS), generator=generator).to(device)

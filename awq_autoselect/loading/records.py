@@ -129,12 +129,17 @@ class LoadReport:
         return str(self)
 
     @property
-    def fell_back(self) -> bool:
-        """True when the kernel used is not the one requested, or a chosen kernel failed to load or pass the probe.
+    def fallbacks(self) -> tuple[Attempt, ...]:
+        """The failed attempts that make this load a fallback: the requested kernel, or a chosen one, not used.
 
         With ``requested == "auto"``, kernels that failed their trial were never chosen: not a fallback.
         """
-        return any(not a.ok and not (self.requested == "auto" and a.stage == "trial") for a in self.attempts)
+        return tuple(a for a in self.attempts if not a.ok and not (self.requested == "auto" and a.stage == "trial"))
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the kernel used is not the one requested, or a chosen kernel failed to load or pass the probe."""
+        return bool(self.fallbacks)
 
     def to_dict(self) -> dict[str, object]:
         return {
