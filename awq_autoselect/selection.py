@@ -470,19 +470,16 @@ def _apply_measurements(candidate: Candidate, report: TrialReport, work: Workloa
     if not result.ok:
         reason = f"measured broken on this machine (trial in a child process): {result.reason}"
         return replace(candidate, viable=False, reasons=(reason,), notes=())
-    mode = DecodeMode(work.decode) if device == "cuda" else DecodeMode.EAGER
-    step = result.layers_ms(work.decode_rows, mode)
-    if step is None and mode is DecodeMode.GRAPH:
-        mode = DecodeMode.EAGER  # not capturable: decode would run eagerly
-        step = result.layers_ms(work.decode_rows, mode)
-    if step is None:
+    measured = result.step_ms(work.decode_rows, DecodeMode(work.decode) if device == "cuda" else DecodeMode.EAGER)
+    if measured is None:
         return candidate
+    step, mode = measured
     prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER) or 0.0
     total = prefill + work.new_tokens * step
     text = (
         f"{step:.3f} ms per decode step ({work.decode_rows} row(s), {mode.value}) x {work.new_tokens} + "
         f"{prefill:.2f} ms prefill ({work.prefill_rows} rows) for the quantized layers; "
-        + result.describe(work.decode_rows, mode).split("; ", 1)[-1]
+        + result.layer_times(work.decode_rows, mode)
     )
     notes = candidate.notes + ((f"trial note: {result.reason}",) if result.reason else ())
     return replace(candidate, measured_ms=total, measurement=text, notes=notes)

@@ -17,6 +17,7 @@ untimed run. A version that cannot load or fails while running is a result (stat
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
 from awq_autoselect.devices import resolve_device
 from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.trials.runner import trials_enabled
-from awq_autoselect.workload import MAX_PREFILL_ROWS
+from awq_autoselect.workload import Workload
 
 from .decoders import DECODE_MODES
 from .metadata import run_metadata
@@ -67,8 +68,9 @@ def _screen(
     viable = select_awq_version(info, device=str(dev.dev), measurements=False, strict=False).chain
     kernels = [k for k in requested if k in viable]  # the others are reported unavailable by the loader
     report = run_trials(info, kernels, device=str(dev.dev), rows=rows)
+    tried = {k.value: k for k in kernels}
     for state in states:
-        result = report.result(parse_kernel(state.name)) if state.name in {k.value for k in kernels} else None
+        result = report.result(tried[state.name]) if state.name in tried else None
         if result is not None and not result.ok:
             state.status = Status.FAILED
             state.reason = (
@@ -251,6 +253,8 @@ def benchmark_versions(
     per_batch = len(modes) * len(names) * (warmup + repeats + (1 if kernel_time and dev.is_cuda else 0))
     show = sys.stderr.isatty() if progress is None else progress
     bar = Progress(show, per_batch * len(sizes))
+    if loader is default_loader:  # the benchmark's trial setting reaches the loads it makes
+        loader = functools.partial(default_loader, trials=trials)
     runner = Runner(
         settings=settings,
         info=info,
@@ -262,7 +266,7 @@ def benchmark_versions(
     )
     states = [VersionState(name) for name in names]
     if trials_enabled(trials):
-        prefill = (min(b * prompt_tokens, MAX_PREFILL_ROWS) for b in sizes)
+        prefill = (Workload(batch_size=b, prompt_tokens=prompt_tokens).prefill_rows for b in sizes)
         _screen(info, states, dev, rows=sorted({*sizes, *prefill}), runner=runner)
     if mode is None:
         kv = kv_bytes_per_token(info.config, prompt_tokens, new_tokens, max(sizes)) or 0

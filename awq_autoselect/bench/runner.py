@@ -70,8 +70,12 @@ FP16_NAME = "fp16"
 CPU_DENSE_NAME = "float32"
 
 
-def default_loader(path: str, version: str, device: str | None) -> LoadResult:
-    """Load ``version`` with the project's loader; the dense baseline for the fp16 pseudo-version."""
+def default_loader(path: str, version: str, device: str | None, *, trials: bool | None = None) -> LoadResult:
+    """Load ``version`` with the project's loader; the dense baseline for the fp16 pseudo-version.
+
+    ``trials`` applies to ``"auto"`` only (it chooses by them): a named version was screened by the benchmark's own
+    trials already, or the benchmark runs without trials, so its load runs none.
+    """
     from awq_autoselect.loading import load_dense_baseline, load_quantized_auto
 
     if version in (FP16_NAME, CPU_DENSE_NAME):
@@ -80,7 +84,9 @@ def default_loader(path: str, version: str, device: str | None) -> LoadResult:
         return load_dense_baseline(path, device=device, dtype=torch.float16 if version == FP16_NAME else None)
     # Unfused: AutoAWQ's fused blocks keep their own KV cache and attention, so they would measure another
     # model; fallback=False so a version that cannot run is reported rather than replaced.
-    return load_quantized_auto(path, version, device=device, fuse_layers=False, fallback=False)
+    return load_quantized_auto(
+        path, version, device=device, fuse_layers=False, fallback=False, trials=trials if version == "auto" else False
+    )
 
 
 def summarise(report: LoadReport) -> LoadSummary:

@@ -172,10 +172,6 @@ def _time_graph(layers: Sequence[torch.nn.Module], x: torch.Tensor, device: torc
     return statistics.median(samples)
 
 
-def _broken(kernel: Kernel, device: str, reason: str, started: float) -> TrialResult:
-    return TrialResult(kernel, TrialStatus.BROKEN, reason, device, (), time.perf_counter() - started, utc_timestamp())
-
-
 def run_job(job: dict[str, object], log: Callable[[str], None] = lambda text: None) -> TrialResult:
     """Run one trial in this process (see the module docstring). A failure is a *broken* result, not an error."""
     import torch
@@ -193,7 +189,7 @@ def run_job(job: dict[str, object], log: Callable[[str], None] = lambda text: No
             _sync(device)
         except Exception as sync_error:
             text += f" (the CUDA context is unusable afterwards: {' '.join(str(sync_error).split())[:200]})"
-        return _broken(kernel, str(device), f"{type(exc).__name__}: {text}", started)
+        return TrialResult.broken(kernel, str(device), f"{type(exc).__name__}: {text}", time.perf_counter() - started)
 
 
 def _measure(
@@ -225,12 +221,12 @@ def _measure(
             label = f"{shape.in_features}x{shape.out_features}"
             if not error <= tolerance:
                 what = "non-finite outputs" if math.isinf(error) else f"relative error {error:.3g}"
-                return _broken(
+                return TrialResult.broken(
                     kernel,
                     str(device),
                     f"wrong numbers at in_features x out_features {label}: {what} against the float32 dequantized "
                     f"reference (tolerance {tolerance:g})",
-                    started,
+                    time.perf_counter() - started,
                 )
             gen = torch.Generator(device=device).manual_seed(seed)
             timings: list[RowTiming] = []

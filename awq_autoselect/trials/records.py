@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from awq_autoselect.catalogue import Kernel
@@ -95,6 +95,11 @@ class TrialResult:
     seconds: float
     measured_at: str  # ISO 8601, UTC
 
+    @classmethod
+    def broken(cls, kernel: Kernel, device: str, reason: str, seconds: float) -> TrialResult:
+        """A broken result measured now, with nothing timed."""
+        return cls(kernel, TrialStatus.BROKEN, reason, device, (), seconds, utc_timestamp())
+
     @property
     def ok(self) -> bool:
         return self.status is TrialStatus.OK
@@ -120,24 +125,35 @@ class TrialResult:
             total += value * shape.shape.count
         return total / 1000.0
 
-    def describe(self, rows: int, mode: DecodeMode) -> str:
-        """``"2.31 ms/token at 1 row (graph); layer times 8.2/16.0/16.1 us"`` or the reason it is broken."""
-        if not self.ok:
-            return f"broken here: {self.reason}"
+    def step_ms(self, rows: int, mode: DecodeMode) -> tuple[float, DecodeMode] | None:
+        """:meth:`layers_ms` in ``mode``, or eagerly when the kernel could not be captured in a graph (decode would
+        run eagerly); with the mode the time is for. ``None`` when not measured at ``rows``."""
         ms = self.layers_ms(rows, mode)
-        used = mode
         if ms is None and mode is DecodeMode.GRAPH:
-            ms, used = self.layers_ms(rows, DecodeMode.EAGER), DecodeMode.EAGER
-        if ms is None:
-            return "measured, but not at this row count"
+            mode = DecodeMode.EAGER
+            ms = self.layers_ms(rows, mode)
+        return None if ms is None else (ms, mode)
+
+    def layer_times(self, rows: int, mode: DecodeMode) -> str:
+        """``"4096x4096 8.2 us, 4096x11008 16.0 us"``: the measured time per call of each shape."""
         per_shape = []
         for shape in self.shapes:
             timing = shape.timing(rows)
             if timing is not None:
-                value = timing.graph_us if used is DecodeMode.GRAPH else timing.eager_us
+                value = timing.graph_us if mode is DecodeMode.GRAPH else timing.eager_us
                 if value is not None:
                     per_shape.append(f"{shape.shape.in_features}x{shape.shape.out_features} {value:.1f} us")
-        return f"{ms:.3f} ms per forward of {rows} row(s) ({used.value}); " + ", ".join(per_shape)
+        return ", ".join(per_shape)
+
+    def describe(self, rows: int, mode: DecodeMode) -> str:
+        """``"2.31 ms/token at 1 row (graph); layer times 8.2/16.0/16.1 us"`` or the reason it is broken."""
+        if not self.ok:
+            return f"broken here: {self.reason}"
+        step = self.step_ms(rows, mode)
+        if step is None:
+            return "measured, but not at this row count"
+        ms, used = step
+        return f"{ms:.3f} ms per forward of {rows} row(s) ({used.value}); " + self.layer_times(rows, used)
 
 
 @dataclass(frozen=True)
@@ -156,12 +172,3 @@ class TrialReport:
     def broken(self) -> Mapping[Kernel, str]:
         """Every kernel measured broken, with the reason."""
         return {r.kernel: r.reason for r in self.results if not r.ok}
-
-    def fastest(self, rows: int, mode: DecodeMode, among: Sequence[Kernel] | None = None) -> Kernel | None:
-        """The kernel with the least modeled layer time at ``rows`` in ``mode`` (ok results only)."""
-        timed = [
-            (ms, r.kernel)
-            for r in self.results
-            if (among is None or r.kernel in among) and (ms := r.layers_ms(rows, mode)) is not None
-        ]
-        return min(timed, key=lambda pair: pair[0])[1] if timed else None

@@ -21,7 +21,7 @@ from awq_autoselect.checkpoint import CheckpointInfo
 
 from .cache import MachineKey, QuantSignature, TrialCache, machine_key
 from .child import RESULT_MARKER
-from .records import LayerShape, TrialReport, TrialResult, TrialStatus, utc_timestamp
+from .records import LayerShape, TrialReport, TrialResult
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -87,8 +87,22 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(kept)[-500:]
 
 
-def _broken(kernel: Kernel, device: str, reason: str, seconds: float) -> TrialResult:
-    return TrialResult(kernel, TrialStatus.BROKEN, reason, device, (), seconds, utc_timestamp())
+class _Lookup:
+    """The cache entries that answer for one checkpoint on one device at some row counts."""
+
+    def __init__(self, info: CheckpointInfo, device: str, rows: Sequence[int], cache: TrialCache | None) -> None:
+        self.store = cache if cache is not None else TrialCache()
+        self.machine: MachineKey = machine_key(device)
+        self.signature = signature_of(info)
+        self.shapes = layer_shapes(info)
+        self.wanted = frozenset(int(r) for r in rows)
+
+    def answer(self, kernel: Kernel) -> TrialResult | None:
+        """The cached result if it answers: broken, or measured at every wanted row count."""
+        cached = self.store.get(self.machine, kernel, self.signature, self.shapes)
+        if cached is not None and (not cached.ok or self.wanted <= cached.rows_measured()):
+            return cached
+        return None
 
 
 def _run_child(kernel: Kernel, job: dict[str, object], timeout_s: float) -> TrialResult:
@@ -100,9 +114,13 @@ def _run_child(kernel: Kernel, job: dict[str, object], timeout_s: float) -> Tria
             command, input=json.dumps(job), capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired:
-        return _broken(kernel, device, f"the trial did not finish within {timeout_s:g} s (killed)", timeout_s)
+        return TrialResult.broken(
+            kernel, device, f"the trial did not finish within {timeout_s:g} s (killed)", timeout_s
+        )
     except OSError as exc:
-        return _broken(kernel, device, f"the trial process could not start: {exc}", time.perf_counter() - started)
+        return TrialResult.broken(
+            kernel, device, f"the trial process could not start: {exc}", time.perf_counter() - started
+        )
     seconds = time.perf_counter() - started
     marked = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
     if done.returncode == 0 and marked:
@@ -122,7 +140,7 @@ def _run_child(kernel: Kernel, job: dict[str, object], timeout_s: float) -> Tria
     else:
         what = f"the trial process exited with status {done.returncode} without a result"
     detail = f" after a CUDA error ({cuda})" if cuda else ""
-    return _broken(kernel, device, f"{what}{detail}: {_tail(stderr) or 'no output'}", seconds)
+    return TrialResult.broken(kernel, device, f"{what}{detail}: {_tail(stderr) or 'no output'}", seconds)
 
 
 def run_trials(
@@ -154,17 +172,14 @@ def run_trials(
     Returns:
         A :class:`~.records.TrialReport` with one result per kernel, in the order given.
     """
-    store = cache if cache is not None else TrialCache()
-    machine: MachineKey = machine_key(device)
-    signature = signature_of(info)
-    shapes = layer_shapes(info)
-    wanted = sorted({int(r) for r in rows})
+    lookup = _Lookup(info, device, rows, cache)
+    wanted = sorted(lookup.wanted)
     results: list[TrialResult] = []
     from_cache: list[Kernel] = []
     limit = _timeout(timeout_s)
     for index, kernel in enumerate(kernels, start=1):
-        cached = store.get(machine, kernel, signature, shapes) if use_cache else None
-        if cached is not None and (not cached.ok or set(wanted) <= cached.rows_measured()):
+        cached = lookup.answer(kernel) if use_cache else None
+        if cached is not None:
             results.append(cached)
             from_cache.append(kernel)
             if progress is not None:
@@ -175,7 +190,7 @@ def run_trials(
         job: dict[str, object] = {
             "kernel": kernel.value,
             "device": device,
-            "shapes": [[s.in_features, s.out_features, s.count] for s in shapes],
+            "shapes": [[s.in_features, s.out_features, s.count] for s in lookup.shapes],
             "group_size": info.quant.group_size,
             "zero_point": info.quant.zero_point,
             "rows": wanted,
@@ -185,7 +200,7 @@ def run_trials(
         result = _run_child(kernel, job, limit)
         logger.info("trial %s on %s: %s %s", kernel.value, device, result.status.value, result.reason)
         try:
-            store.put(machine, kernel, signature, result)
+            lookup.store.put(lookup.machine, kernel, lookup.signature, result)
         except Exception as exc:  # an unwritable cache costs a re-run later, nothing more
             logger.warning("could not cache the trial of %s: %s", kernel.value, exc)
         results.append(result)
@@ -196,14 +211,6 @@ def run_trials(
 
 def cached_trials(info: CheckpointInfo, kernels: Sequence[Kernel], *, device: str, rows: Sequence[int]) -> TrialReport:
     """What the cache knows for ``kernels`` (no trial is run); kernels without an answer are left out."""
-    store = TrialCache()
-    machine = machine_key(device)
-    signature = signature_of(info)
-    shapes = layer_shapes(info)
-    wanted = {int(r) for r in rows}
-    found = []
-    for kernel in kernels:
-        cached = store.get(machine, kernel, signature, shapes)
-        if cached is not None and (not cached.ok or wanted <= cached.rows_measured()):
-            found.append(cached)
+    lookup = _Lookup(info, device, rows, None)
+    found = [cached for kernel in kernels if (cached := lookup.answer(kernel)) is not None]
     return TrialReport(device=device, results=tuple(found), from_cache=tuple(r.kernel for r in found))
