@@ -51,6 +51,12 @@ def to_json(value: object) -> JSONValue:
     raise TypeError(f"cannot serialise {type(value).__name__} in a benchmark report")
 
 
+def _non_null(tp: object) -> object:
+    """``X`` of an optional type ``X | None`` (the records never use wider unions)."""
+    (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    return inner
+
+
 def from_json(tp: object, data: object, where: str = "$") -> object:
     """Rebuild a value of type ``tp`` from JSON data (already checked against its :func:`json_schema`).
 
@@ -62,8 +68,7 @@ def from_json(tp: object, data: object, where: str = "$") -> object:
         args = typing.get_args(tp)
         if data is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return from_json(inner, data, where)
+        return from_json(_non_null(tp), data, where)
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
         if not isinstance(data, list):
@@ -133,8 +138,7 @@ def json_schema(
             return {"const": typing.cast("str", meta["const"])}
         origin = typing.get_origin(tp)
         if origin in (Union, types.UnionType):
-            (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-            return {"anyOf": [of(inner, meta), {"type": "null"}]}
+            return {"anyOf": [of(_non_null(tp), meta), {"type": "null"}]}
         if origin is tuple:
             item_meta = {"minimum": meta["item_minimum"]} if "item_minimum" in meta else {}
             array: dict[str, JSONValue] = {"type": "array", "items": of(typing.get_args(tp)[0], item_meta)}
@@ -277,11 +281,10 @@ def csv_value(tp: object, text: str, where: str) -> object:
     Raises:
         InvalidReportError: the text is not a value of that type.
     """
-    args = typing.get_args(tp)
     if typing.get_origin(tp) in (Union, types.UnionType):
         if text == "":
             return None
-        (tp,) = [a for a in args if a is not type(None)]
+        tp = _non_null(tp)
     try:
         if tp is bool:
             if text not in ("true", "false"):

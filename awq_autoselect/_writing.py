@@ -125,7 +125,8 @@ def check_directory_destination(
             f"{what} {str(dst)!r} already holds a checkpoint awq-autoselect wrote: pass --overwrite "
             "(overwrite=True) to replace it, or choose another directory"
         )
-    foreign = [name for name in names if name != MARKER_NAME and name not in _entries(marker)]
+    ours = _entries(marker)
+    foreign = [name for name in names if name != MARKER_NAME and name not in ours]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise OutputPathError(
@@ -139,9 +140,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    except OSError:
+    except OSError:  # e.g. PermissionError: the process exists, under another user
         return True
     return True
 

@@ -29,7 +29,7 @@ from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.trials.runner import trials_enabled
 from awq_autoselect.workload import Workload
 
-from .decoders import DECODE_MODES
+from .decoders import parse_decode_modes
 from .metadata import run_metadata
 from .records import BenchmarkMode, BenchmarkReport, BenchmarkSettings, Status, VersionResult
 from .runner import (
@@ -106,15 +106,7 @@ def _normalise_versions(versions: Sequence[str], include_fp16: bool, is_cuda: bo
 def _decode_modes(decode: Sequence[str] | str | None, cuda_graph: bool) -> tuple[str, ...]:
     if decode is None:
         return ("graph",) if cuda_graph else ("eager",)
-    items = [d.strip() for d in decode.split(",")] if isinstance(decode, str) else [str(d).strip() for d in decode]
-    modes = tuple(dict.fromkeys(d for d in items if d))
-    unknown = [d for d in modes if d not in DECODE_MODES]
-    if not modes or unknown:
-        raise InvalidArgumentError(
-            f"decode={decode!r}: expected one or more of {', '.join(DECODE_MODES)}"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
-    return modes
+    return parse_decode_modes(decode)
 
 
 def _is_int(value: object, minimum: int) -> bool:

@@ -62,8 +62,9 @@ def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Names
         return EXIT_FAILED
 
 
-#: Commands that load a model through AutoAWQ.
-_LOADING_COMMANDS = frozenset({"load", "bench", "tune", "report"})
+def _loads_model(args: argparse.Namespace) -> bool:
+    """Whether the command loads a model through AutoAWQ in this process (tune's trials run in children)."""
+    return args.command in {"load", "bench"} or (args.command == "report" and args.demo is not None)
 
 
 def _quiet_dependencies(verbose: int) -> None:
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command in _LOADING_COMMANDS:
+        if _loads_model(args):
             _quiet_dependencies(args.verbose)
         return _run(func, args, out, err)
     finally:

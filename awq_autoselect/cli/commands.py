@@ -16,6 +16,7 @@ from .exits import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from awq_autoselect.catalogue import Kernel
+    from awq_autoselect.workload import Workload
 
 __all__ = [
     "cmd_bench",
@@ -96,13 +97,14 @@ def _format_environment(env: object) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _workload(args: argparse.Namespace) -> object:
+def _workload(args: argparse.Namespace, decode: str | None = None) -> Workload:
     from awq_autoselect.workload import Workload
 
     return Workload(
         batch_size=args.batch_size if args.batch_size is not None else 1,
         prompt_tokens=args.prompt_tokens if args.prompt_tokens is not None else 128,
         new_tokens=args.new_tokens if args.new_tokens is not None else 128,
+        **({} if decode is None else {"decode": decode}),
     )
 
 
@@ -110,7 +112,6 @@ def _select_from_args(args: argparse.Namespace) -> object:
     from awq_autoselect.checkpoint import QuantConfig
     from awq_autoselect.environment import Environment
     from awq_autoselect.selection import select_awq_version
-    from awq_autoselect.workload import Workload
 
     environment = None
     if args.kernels is not None:
@@ -124,7 +125,6 @@ def _select_from_args(args: argparse.Namespace) -> object:
     if capability and device is None:
         device = "cuda"
     workload = _workload(args)
-    assert isinstance(workload, Workload)
     # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
     checkpoint: str | QuantConfig = args.checkpoint if args.checkpoint is not None else QuantConfig()
     return select_awq_version(
@@ -418,17 +418,11 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.devices import resolve_device
     from awq_autoselect.selection import select_awq_version
     from awq_autoselect.trials import DecodeMode, run_trials
-    from awq_autoselect.workload import Workload
 
     info = read_checkpoint(args.path)
     dev = resolve_device(args.device)
     decode = args.decode or ("graph" if dev.type == "cuda" else "eager")
-    work = Workload(
-        batch_size=args.batch_size or 1,
-        prompt_tokens=args.prompt_tokens or 128,
-        new_tokens=args.new_tokens if args.new_tokens is not None else 128,
-        decode=decode,
-    )
+    work = _workload(args, decode)
     published = select_awq_version(info, device=str(dev), workload=work, measurements=False, strict=False)
     kernels = list(published.chain)
     report = run_trials(

@@ -10,7 +10,12 @@ from typing import NoReturn
 from awq_autoselect.capability import ComputeCapability
 from awq_autoselect.catalogue import parse_kernel
 from awq_autoselect.devices import parse_device
-from awq_autoselect.errors import InvalidCapabilityError, InvalidDeviceSpecError, UnknownVersionError
+from awq_autoselect.errors import (
+    InvalidArgumentError,
+    InvalidCapabilityError,
+    InvalidDeviceSpecError,
+    UnknownVersionError,
+)
 
 from .commands import (
     cmd_bench,
@@ -100,13 +105,12 @@ def _versions(text: str) -> tuple[str, ...]:
 
 
 def _decode_modes(text: str) -> tuple[str, ...]:
-    from awq_autoselect.bench.decoders import DECODE_MODES
+    from awq_autoselect.bench.decoders import parse_decode_modes
 
-    modes = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
-    unknown = [mode for mode in modes if mode not in DECODE_MODES]
-    if not modes or unknown:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected decode modes among {', '.join(DECODE_MODES)}")
-    return modes
+    try:
+        return parse_decode_modes(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("decode=")) from None
 
 
 def _capability(text: str) -> ComputeCapability:

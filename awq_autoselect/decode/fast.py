@@ -136,21 +136,22 @@ class _Request:
     """What one call asks for, when the fast path can serve it."""
 
     def __init__(self, input_ids: torch.Tensor, config: Any, streamer: object) -> None:
+        # ``config`` has every field of _DEFAULTS set (FastGenerate._unserved fills the missing ones).
         self.input_ids = input_ids
         self.streamer = streamer
         prompt = int(input_ids.shape[1])
         if config.max_new_tokens is not None:
             self.new_tokens = int(config.max_new_tokens)
         else:
-            self.new_tokens = max(int(config.max_length if config.max_length is not None else 20) - prompt, 0)
+            self.new_tokens = max(int(config.max_length) - prompt, 0)
         if config.min_new_tokens is not None:
             self.min_new = int(config.min_new_tokens)
         else:
-            self.min_new = max(int(config.min_length or 0) - prompt, 0)
+            self.min_new = max(int(config.min_length) - prompt, 0)
         self.sample = bool(config.do_sample)
-        self.temperature = 1.0 if config.temperature is None else float(config.temperature)
-        self.top_k = 0 if config.top_k is None else int(config.top_k)
-        self.top_p = 1.0 if config.top_p is None else float(config.top_p)
+        self.temperature = float(config.temperature)
+        self.top_k = int(config.top_k)
+        self.top_p = float(config.top_p)
         self.eos = _eos_ids(config.eos_token_id)
         pad = config.pad_token_id
         self.pad = int(pad) if pad is not None else (self.eos[0] if self.eos else 0)
@@ -257,13 +258,14 @@ class FastGenerate:
         self.last_path = "fast"
         return self._generate(request)
 
-    def _next(self, logits: torch.Tensor, step: int, request: _Request) -> torch.Tensor:
-        """The next token per sequence, as transformers' processors and sampling would choose it."""
+    def _next(self, logits: torch.Tensor, step: int, request: _Request, eos: torch.Tensor | None) -> torch.Tensor:
+        """The next token per sequence, as transformers' processors and sampling would choose it (``eos``: the
+        request's end-of-sequence ids, on the device)."""
         import torch
 
         scores = logits.float()
-        if step < request.min_new and request.eos:
-            scores[:, request.eos] = -float("inf")
+        if step < request.min_new and eos is not None:
+            scores.index_fill_(1, eos, -float("inf"))
         if not request.sample:
             return scores.argmax(dim=-1, keepdim=True)
         if request.temperature != 1.0:
@@ -302,9 +304,9 @@ class FastGenerate:
         with torch.inference_mode():
             logits = decoder.prefill(ids)
             for step in range(request.new_tokens):
-                token = self._next(logits, step, request)
+                token = self._next(logits, step, request, eos)
                 if eos is not None:
-                    token = torch.where(unfinished, token, torch.full_like(token, request.pad))
+                    token = token.masked_fill(~unfinished, request.pad)
                     unfinished = unfinished & ~torch.isin(token, eos)
                 out[:, step : step + 1] = token
                 produced = step + 1

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from awq_autoselect._writing import staged_directory
 from awq_autoselect.catalogue import Layout
+from awq_autoselect.devices import resolve_device
 from awq_autoselect.errors import InvalidArgumentError, UnknownVersionError, UnsupportedCheckpointError
 
 if TYPE_CHECKING:
@@ -84,7 +85,6 @@ _GROUP_SIZES = (32, 64, 128, -1)  # what AutoAWQ's WQLinear_GEMV accepts at load
 _PACK = 8  # 4-bit values per int32
 _SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 _BOS_ID, _EOS_ID = 1, 2
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 # Sentences the tokenizer is trained on: printable ASCII, digits and punctuation, so ordinary prompts encode
 # into real tokens rather than single bytes. The content is irrelevant to anything measured.
@@ -555,20 +555,6 @@ def _check_group_size(shape: ModelShape, group_size: int, layout: Layout) -> Non
             )
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    import torch
-
-    try:
-        resolved = torch.device(device or "cpu")
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidArgumentError(
-            f"device={device!r} is not a torch device: use e.g. 'cpu', 'cuda' or 'cuda:1'"
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device={device!r}: CUDA is not available here; pass device=None to use the CPU")
-    return resolved
-
-
 def make_synthetic_checkpoint(
     out: PathLike,
     *,
@@ -617,7 +603,7 @@ def make_synthetic_checkpoint(
     _check_group_size(model, group_size, layout)
     if isinstance(max_shard_size, bool) or max_shard_size < 1:
         raise InvalidArgumentError(f"max_shard_size={max_shard_size!r}: expected a positive number of bytes")
-    dev = _resolve_device(device)
+    dev = resolve_device("cpu" if device is None else device)  # None: the CPU, not the current GPU
     root = Path(os.fspath(out)).expanduser()
 
     start = time.perf_counter()
