@@ -162,6 +162,13 @@ class KernelSpec:
     in_features_multiple: int = 1
     out_features_multiple: int = 1
     fusable: bool = False  # AutoAWQ's fused layers can use it (they also need awq_ext and flash-attn >= 2.6)
+
+    @property
+    def traceable(self) -> bool:
+        """Whether torch.compile can trace its layers: no compiled extension is called in them (Dynamo cannot see
+        into pybind11 functions, H200 run 2026-12-01). Untraceable kernels decode from a CUDA graph uncompiled."""
+        return self.extension is None
+
     silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
     caveats: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default=())

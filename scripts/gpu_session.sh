@@ -5,10 +5,14 @@
 #   versions   versions, nvidia-smi, `env --json`
 #   tests      every GPU test file in its own pytest process (a poisoned CUDA context stays in its file)
 #   tests-k    the GPU test files whose outcome depends on AutoAWQ's compiled kernels
+#   tests-both every GPU test file twice at once, with AutoAWQ's kernels on PYTHONPATH and without (logs
+#              kern-*.log and nokern-*.log; the tests assert no timings, so sharing the GPU changes no outcome)
 #   make7b     a synthetic llama-2-7b GEMM checkpoint (random weights, real format)
-#   fast7b     bench: auto (torch_int4) in every decode mode, transformers' static cache + compile, fp16
+#   fast7b     bench: auto (torch_int4) compiled and through generate(), transformers' static cache + compile, fp16
 #   prefill7b  bench: TTFT of a 512-token prompt, eager forward, torch_int4 against fp16
-#   kernels7b  tune + load auto + bench gemv, gemm, torch_int4, auto and fp16, eager and graph, batch 1 and 8
+#   kernels7b  tune (batch 1 and 8) + select per decode mode and batch + bench gemv_fast, gemv, gemm, torch_int4,
+#              auto and fp16, eager and graph, batch 1 and 8
+#   profprefill  scripts/profile_prefill.py: a 512-token prefill's wall and GPU time, torch_int4 and fp16
 # With AutoAWQ's kernels built for this machine, put their folder on PYTHONPATH with AWQ_KERNELS_DIR=/path.
 # Results: $OUT/results.tgz and $OUT/summary.txt (the device tool returns at most 8 files).
 set -uo pipefail
@@ -18,22 +22,31 @@ OUT="${OUT:-/tmp/awq-out}"
 RES=/tmp/res
 CKPT=/tmp/llama7b-gemm
 mkdir -p "$RES" "$OUT"
-finish() { tar -czf "$OUT/results.tgz" -C "$RES" . ; cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null; }
+finish() {  # under a lock: steps running side by side log at once
+    ( flock 9; tar -czf "$OUT/results.tgz" -C "$RES" . 2>/dev/null; cp "$RES/summary.txt" "$OUT/summary.txt" 2>/dev/null
+    ) 9>/tmp/awq-out.lock
+}
 trap finish EXIT
 log() { echo "== $(date +%T) $*" | tee -a "$RES/summary.txt"; finish; }  # results kept even if the call is cut
-DEADLINE=$((SECONDS + ${BUDGET_S:-570}))
-left() { echo $((DEADLINE - SECONDS)); }
+DEADLINE=$(( $(date +%s) + ${BUDGET_S:-570} ))
+left() { echo $(( DEADLINE - $(date +%s) )); }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     || { log "wheel install failed"; exit 1; }
-export PYTHONPATH="/tmp/site:$PWD${AWQ_KERNELS_DIR:+:$AWQ_KERNELS_DIR}"
+BASE_PATH="/tmp/site:$PWD"
+export PYTHONPATH="$BASE_PATH${AWQ_KERNELS_DIR:+:$AWQ_KERNELS_DIR}"
 export AWQ_AUTOSELECT_CACHE_DIR="$RES/trial-cache"
+FILE_LIMIT="${FILE_LIMIT:-300}"
+GPU_FILES=(tests/gpu/test_trials.py tests/gpu/test_fast_decode.py tests/gpu/test_loading.py tests/gpu/test_moe.py
+    tests/gpu/test_torch_int4.py tests/gpu/test_hardware.py tests/gpu/test_bench.py tests/test_environment.py
+    tests/test_formats.py tests/test_int4_dequant.py tests/test_selection.py tests/test_synthetic.py)
 gpu_tests() {  # $1: label, rest: files
     local label=$1; shift
     for file in "$@"; do
         local name limit; name=$(basename "$file" .py); limit=$(( $(left) - 15 ))
-        (( limit > 240 )) && limit=240
+        (( limit > FILE_LIMIT )) && limit=$FILE_LIMIT
         (( limit < 30 )) && { log "$label $name skipped: $(left) s left"; continue; }
-        timeout "$limit" python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rfE "$file" \
+        timeout "$limit" python3 -m pytest -m gpu -q -p no:cacheprovider -o addopts="" -rfE \
+            --basetemp "/tmp/pytest-$label-$name" "$file" \
             > "$RES/$label-$name.log" 2>&1
         log "$label $name exit $? :: $(tail -1 "$RES/$label-$name.log")"
     done
@@ -63,20 +76,29 @@ PY
     python3 -m awq_autoselect env 2>&1 | tee -a "$RES/summary.txt"
 }
 step_tests() {
-    gpu_tests tests tests/gpu/test_*.py tests/test_environment.py tests/test_formats.py tests/test_int4_dequant.py \
-        tests/test_selection.py tests/test_synthetic.py
+    gpu_tests tests "${GPU_FILES[@]}"
+}
+step_tests_both() {
+    [[ -n "${AWQ_KERNELS_DIR:-}" ]] || { log "tests-both needs AWQ_KERNELS_DIR"; return 1; }
+    # KERN_FILES / NOKERN_FILES (space-separated) run a subset, e.g. what an earlier call did not reach
+    # shellcheck disable=SC2086
+    PYTHONPATH="$BASE_PATH:$AWQ_KERNELS_DIR" gpu_tests kern ${KERN_FILES:-${GPU_FILES[@]}} &
+    # shellcheck disable=SC2086
+    PYTHONPATH="$BASE_PATH" gpu_tests nokern ${NOKERN_FILES:-${GPU_FILES[@]}} &
+    wait
 }
 step_tests_k() {
     gpu_tests tests-k tests/gpu/test_trials.py tests/gpu/test_fast_decode.py tests/gpu/test_moe.py tests/gpu/test_loading.py
 }
 step_make7b() {
+    [[ -f "$CKPT/config.json" ]] && { log "make7b: $CKPT is there"; return; }
     log make7b
     timeout 120 python3 -m awq_autoselect make-synthetic "$CKPT" --shape llama-2-7b --version gemm --device cuda --overwrite \
         > "$RES/make7b.txt" 2>&1
     log "make7b exit $?"
 }
 step_fast7b() {
-    bench bench-7b-fast 330 --versions auto --fp16 --decode compiled,generate,hf-static,graph \
+    bench bench-7b-fast 330 --versions auto --fp16 --decode compiled,generate,hf-static \
         --prompt-tokens 128 --new-tokens 128 --repeats 3 --warmup 1
 }
 step_prefill7b() {
@@ -85,13 +107,37 @@ step_prefill7b() {
 }
 step_kernels7b() {
     log tune
-    timeout 150 python3 -m awq_autoselect tune "$CKPT" --decode graph --json > "$RES/tune-graph.json" 2> "$RES/tune-graph.err"
-    log "tune exit $?"  # cached now: printing the table again costs nothing
-    python3 -m awq_autoselect tune "$CKPT" --decode graph 2>&1 | tail -15 | tee -a "$RES/summary.txt"
-    timeout 120 python3 -m awq_autoselect load "$CKPT" --json > "$RES/load-auto.json" 2> "$RES/load-auto.err"
-    log "load auto exit $?"; tail -3 "$RES/load-auto.err" | tee -a "$RES/summary.txt"
-    bench bench-7b-kernels 330 --versions gemv,gemm,torch_int4,auto --fp16 --decode eager,graph --batch-size 1,8 \
-        --prompt-tokens 128 --new-tokens 64 --repeats 2 --warmup 1
+    timeout 200 python3 -m awq_autoselect tune "$CKPT" --decode graph --batch-size 1,8 --json > "$RES/tune.json" \
+        2> "$RES/tune.err"
+    log "tune exit $?"  # cached now: the choices below read what it measured
+    python3 - "$RES/tune.json" <<'PY' 2>&1 | tee -a "$RES/summary.txt"
+import json, sys
+data = json.load(open(sys.argv[1]))
+for r in data["results"]:
+    per_rows = {}
+    for shape in r.get("shapes", []):
+        for t in shape["timings"]:
+            e, g = per_rows.get(t["rows"], (0.0, 0.0))
+            per_rows[t["rows"]] = (e + t["eager_us"], g + (t.get("graph_us") or 0.0))
+    cells = " ".join(f"r{k}:{e:.0f}/{g:.0f}us" for k, (e, g) in sorted(per_rows.items()))
+    print(f"{r['kernel']:<12} {r['status']:<7} {cells} {(r.get('reason') or '')[:160]}")
+PY
+    for decode in eager graph; do
+        for batch in 1 8; do
+            python3 -m awq_autoselect select --checkpoint "$CKPT" --decode $decode --batch-size $batch --json \
+                > "$RES/select-$decode-b$batch.json" 2>/dev/null
+            python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], "->", d["kernel"])' \
+                "$RES/select-$decode-b$batch.json" "$decode b$batch" 2>&1 | tee -a "$RES/summary.txt"
+        done
+    done
+    bench bench-7b-kernels 330 --versions gemv_fast,gemv,gemm,torch_int4,auto --fp16 --decode eager,graph \
+        --batch-size 1,8 --prompt-tokens 128 --new-tokens 32 --repeats 2 --warmup 1
+}
+step_profprefill() {
+    log profprefill
+    timeout 150 python3 scripts/profile_prefill.py "$CKPT" --prompt-tokens 512 --out "$RES/prefill-profile.json" \
+        > "$RES/prefill-profile.txt" 2>&1
+    log "profprefill exit $?"; grep -v Warning "$RES/prefill-profile.txt" | tail -16 | tee -a "$RES/summary.txt"
 }
 for step in ${STEPS//,/ }; do
     "step_${step//-/_}" || log "step $step failed"

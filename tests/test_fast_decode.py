@@ -288,3 +288,39 @@ def test_bench_times_generate_and_the_hf_recipe(quantized: QuantizedFactory) -> 
         assert batch.tpot_ms is not None
         assert batch.tpot_ms.count == 3  # 4 new tokens: 1 from the prefill, 3 decode steps
     assert {row.decode for row in report.rows()} == {"eager", "generate", "hf-static"}
+
+
+def test_the_default_decode_mode_follows_the_kernel_and_the_device() -> None:
+    """Compiled where torch.compile can trace the kernel, a CUDA graph for AutoAWQ's extensions (Dynamo cannot
+    see into them: on the H200 with the kernels built it raised at gemv_forward_cuda), eager off CUDA."""
+    from awq_autoselect.catalogue import CATALOGUE, Kernel
+    from awq_autoselect.loading.load import _default_decode
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    for kernel, spec in CATALOGUE.items():
+        assert spec.traceable is (spec.extension is None)
+        assert _default_decode(kernel, cuda) == ("compile" if spec.traceable else "graph")
+        assert _default_decode(kernel, cpu) == "eager"
+    assert _default_decode(Kernel.TORCH_INT4, cuda) == "compile"
+    assert _default_decode(Kernel.GEMV, cuda) == "graph"
+
+
+def test_asking_to_compile_an_untraceable_kernel_decodes_from_the_graph_with_a_warning(
+    quantized: QuantizedFactory,
+) -> None:
+    """What the loader installs for ``fast_decode="compile"`` when the chosen kernel is an AutoAWQ extension, on a
+    CUDA device (the device is only named here: nothing runs on it)."""
+    from awq_autoselect.catalogue import Kernel
+    from awq_autoselect.checkpoint import read_checkpoint
+    from awq_autoselect.loading.load import _finish
+
+    path = quantized(version="gemm", group_size=128)
+    model, _ = load_quantized_auto(path, "torch_int4", device="cpu", fast_decode=False)
+    cuda = torch.device("cuda", 0)
+    with pytest.warns(FallbackWarning, match="cannot trace gemv's layers"):
+        mode = _finish(model, read_checkpoint(path), cuda, "compile", fused=False, kernel=Kernel.GEMV)
+    assert mode == "graph"
+    assert model.model.__dict__["generate"].mode == "graph"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        assert _finish(model, read_checkpoint(path), cuda, None, fused=False, kernel=Kernel.TORCH_INT4) == "compile"

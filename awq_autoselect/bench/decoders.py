@@ -130,14 +130,17 @@ class GraphDecoder:
 
 
 class _Stamps:
-    """A transformers streamer that stamps the time of every ``put`` (the prompt first, then each token)."""
+    """A transformers streamer that stamps the time of every ``put`` (the prompt first, then each token).
 
-    def __init__(self, sync: Callable[[], None]) -> None:
-        self._sync = sync
+    Both recipes hand a streamer host copies of the tokens (transformers ``.cpu()``, the fast path a copy it waited
+    for), so a stamp is when the token reached the host, as a user's streamer sees it. Stamping does not
+    synchronize the device itself: that would stop a loop that queues the next step before handing out a token.
+    """
+
+    def __init__(self) -> None:
         self.times: list[float] = []
 
     def put(self, value: object) -> None:
-        self._sync()
         self.times.append(time.perf_counter())
 
     def end(self) -> None:
@@ -167,8 +170,9 @@ class GenerateDecoder:
             self._generate = functools.partial(GenerationMixin.generate, self._model, cache_implementation="static")
 
     def run(self, input_ids: torch.Tensor, new_tokens: int, sync: Callable[[], None]) -> list[float]:
-        """Generate; return the stamps: the prompt's, then one per token (``new_tokens + 1`` in all)."""
-        stamps = _Stamps(sync)
+        """Generate; return the stamps: the prompt's, then one per token (``new_tokens + 1`` in all); ``sync``
+        waits for the device afterwards."""
+        stamps = _Stamps()
         self._generate(
             input_ids,
             max_new_tokens=new_tokens,
@@ -177,6 +181,7 @@ class GenerateDecoder:
             pad_token_id=0,
             streamer=stamps,
         )
+        sync()
         return stamps.times
 
     def release(self) -> None:

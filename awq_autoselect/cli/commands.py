@@ -16,6 +16,8 @@ from .exits import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from awq_autoselect.catalogue import Kernel
+    from awq_autoselect.selection import Selection
+    from awq_autoselect.trials import DecodeMode, TrialReport
     from awq_autoselect.workload import Workload
 
 __all__ = [
@@ -97,11 +99,12 @@ def _format_environment(env: object) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _workload(args: argparse.Namespace, decode: str | None = None) -> Workload:
+def _workload(args: argparse.Namespace, decode: str | None = None, batch_size: int | None = None) -> Workload:
     from awq_autoselect.workload import Workload
 
+    batch = batch_size if batch_size is not None else args.batch_size
     return Workload(
-        batch_size=args.batch_size if args.batch_size is not None else 1,
+        batch_size=batch if batch is not None else 1,
         prompt_tokens=args.prompt_tokens if args.prompt_tokens is not None else 128,
         new_tokens=args.new_tokens if args.new_tokens is not None else 128,
         **({} if decode is None else {"decode": decode}),
@@ -124,7 +127,7 @@ def _select_from_args(args: argparse.Namespace) -> object:
     device = args.device
     if capability and device is None:
         device = "cuda"
-    workload = _workload(args)
+    workload = _workload(args, getattr(args, "decode", None))
     # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
     checkpoint: str | QuantConfig = args.checkpoint if args.checkpoint is not None else QuantConfig()
     return select_awq_version(
@@ -410,6 +413,33 @@ def _progress_printer(err: TextIO) -> Callable[[int, int, Kernel, str], None]:
     return show
 
 
+def _write_tune_table(out: TextIO, report: TrialReport, work: Workload, mode: DecodeMode, selection: Selection) -> None:
+    """One workload's table of a tune run: per kernel its status, per-shape times, modeled step and prefill."""
+    from awq_autoselect.trials import DecodeMode
+
+    out.write(f"{work.describe()}\n")
+    out.write(
+        f"{'kernel':<12} {'status':<7} {'us per call at ' + str(work.decode_rows) + ' row(s), eager / graph':<44} "
+        f"{'ms/token (' + mode.value + ')':>16} {'prefill ms':>11}\n"
+    )
+    for result in report.results:
+        step = result.layers_ms(work.decode_rows, mode)
+        prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER)
+        cells = []
+        for shape in result.shapes:
+            timing = shape.timing(work.decode_rows)
+            if timing is not None:
+                graph = "-" if timing.graph_us is None else f"{timing.graph_us:.1f}"
+                cells.append(f"{timing.eager_us:.1f}/{graph}")
+        out.write(
+            f"{result.kernel.value:<12} {result.status.value:<7} {' '.join(cells) or '-':<44} "
+            f"{'-' if step is None else f'{step:.3f}':>16} {'-' if prefill is None else f'{prefill:.2f}':>11}\n"
+        )
+        if result.reason:
+            out.write(f"    {result.reason}\n")
+    out.write(f"selected: {selection.kernel.value} (chain: {' > '.join(k.value for k in selection.chain)})\n")
+
+
 def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     """Run every viable kernel on the checkpoint's shapes in child processes; print and cache what was measured."""
     import sys
@@ -422,19 +452,22 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     info = read_checkpoint(args.path)
     dev = resolve_device(args.device)
     decode = args.decode or ("graph" if dev.type == "cuda" else "eager")
-    work = _workload(args, decode)
-    published = select_awq_version(info, device=str(dev), workload=work, measurements=False, strict=False)
+    works = [_workload(args, decode, batch) for batch in (args.batch_size or (1,))]
+    published = select_awq_version(info, device=str(dev), workload=works[0], measurements=False, strict=False)
     kernels = list(published.chain)
+    rows = sorted({r for work in works for r in (work.decode_rows, work.prefill_rows)})
     report = run_trials(
         info,
         kernels,
         device=str(dev),
-        rows=(work.decode_rows, work.prefill_rows),
+        rows=rows,
         use_cache=False,
         timeout_s=args.timeout,
         progress=_progress_printer(sys.stderr),
     )
-    selection = select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False)
+    selections = [
+        select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False) for work in works
+    ]
     if args.json:
         from awq_autoselect._codec import to_json
 
@@ -443,9 +476,13 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
                 "schema": "awq-autoselect.tune/1",
                 "path": str(info.path),
                 "device": str(dev),
-                "workload": work.to_dict(),
+                "workload": works[0].to_dict(),
                 "results": [to_json(r) for r in report.results],
-                "selection": selection.to_dict(),
+                "selection": selections[0].to_dict(),
+                "selections": [
+                    {"workload": work.to_dict(), "selection": selection.to_dict()}
+                    for work, selection in zip(works, selections, strict=True)
+                ],
             },
             out,
         )
@@ -454,27 +491,9 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
         out.write(
             f"trials on {dev} for {info.path} ({len(info.layers)} quantized layers, shapes "
             + ", ".join(f"{k}x{n}" for k, n in info.shapes())
-            + f"); {work.describe()}\n"
+            + ")\n"
         )
-        out.write(
-            f"{'kernel':<12} {'status':<7} {'us per call at ' + str(work.decode_rows) + ' row(s), eager / graph':<44} "
-            f"{'ms/token (' + mode.value + ')':>16} {'prefill ms':>11}\n"
-        )
-        for result in report.results:
-            step = result.layers_ms(work.decode_rows, mode)
-            prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER)
-            cells = []
-            for shape in result.shapes:
-                timing = shape.timing(work.decode_rows)
-                if timing is not None:
-                    graph = "-" if timing.graph_us is None else f"{timing.graph_us:.1f}"
-                    cells.append(f"{timing.eager_us:.1f}/{graph}")
-            out.write(
-                f"{result.kernel.value:<12} {result.status.value:<7} {' '.join(cells) or '-':<44} "
-                f"{'-' if step is None else f'{step:.3f}':>16} {'-' if prefill is None else f'{prefill:.2f}':>11}\n"
-            )
-            if result.reason:
-                out.write(f"    {result.reason}\n")
-        out.write(f"selected: {selection.kernel.value} (chain: {' > '.join(k.value for k in selection.chain)})\n")
+        for work, selection in zip(works, selections, strict=True):
+            _write_tune_table(out, report, work, mode, selection)
         out.write("the results are cached: select, load and bench use them on this machine\n")
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", type=_version, default="auto", help="validate this version instead of choosing (default auto)"
     )
     _add_workload_args(p)
+    p.add_argument(
+        "--decode", choices=["graph", "eager"], default=None, help="how decode steps will run (default graph)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_select)
 
@@ -220,7 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--device", type=_device, default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--decode", choices=["graph", "eager"], default=None, help="rank for this decode mode")
-    _add_workload_args(p)
+    p.add_argument(
+        "--batch-size",
+        type=_batch_sizes,
+        default=None,
+        help="comma-separated batch sizes to measure and rank for (default 1)",
+    )
+    p.add_argument("--prompt-tokens", type=_at_least(1, "tokens"), default=None, help="prompt length (default 128)")
+    p.add_argument("--new-tokens", type=_at_least(0, "tokens"), default=None, help="tokens generated (default 128)")
     p.add_argument("--timeout", type=_positive_float, default=None, metavar="S", help="seconds per kernel's trial")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tune)

@@ -263,8 +263,11 @@ class FastGenerate:
         request's end-of-sequence ids, on the device)."""
         import torch
 
+        suppress = step < request.min_new and eos is not None
+        if not request.sample and not suppress:
+            return logits.argmax(dim=-1, keepdim=True)  # the same index as in float32: the cast is exact
         scores = logits.float()
-        if step < request.min_new and eos is not None:
+        if suppress and eos is not None:
             scores.index_fill_(1, eos, -float("inf"))
         if not request.sample:
             return scores.argmax(dim=-1, keepdim=True)
@@ -299,7 +302,8 @@ class FastGenerate:
         out = torch.empty((batch, request.new_tokens), dtype=torch.long, device=decoder.device)
         unfinished = torch.ones((batch, 1), dtype=torch.bool, device=decoder.device)
         eos = torch.tensor(request.eos, device=decoder.device) if request.eos else None
-        produced = 0
+        host = _HostCopy(batch, decoder.device, tokens=callable(put), alive=eos is not None)
+        produced = request.new_tokens
         # Inference mode always: a static cache made under it (AutoAWQ's generate enters it) stays usable.
         with torch.inference_mode():
             logits = decoder.prefill(ids)
@@ -309,16 +313,56 @@ class FastGenerate:
                     token = token.masked_fill(~unfinished, request.pad)
                     unfinished = unfinished & ~torch.isin(token, eos)
                 out[:, step : step + 1] = token
-                produced = step + 1
-                if callable(put):
-                    put(token.cpu())
-                if eos is not None and not bool(unfinished.any()):
+                host.send(token, unfinished)
+                more = step + 1 < request.new_tokens
+                if more and host.ahead:  # queue the next step before waiting for this one's token on the host
+                    logits = decoder.decode_step(token)
+                tokens, alive = host.receive()
+                if callable(put) and tokens is not None:
+                    put(tokens.clone())
+                if not alive:  # every sequence has ended (a step queued ahead is dropped)
+                    produced = step + 1
                     break
-                if step + 1 < request.new_tokens:
+                if more and not host.ahead:
                     logits = decoder.decode_step(token)
         if streamer is not None:
             getattr(streamer, "end")()  # noqa: B009 - a transformers streamer
         return torch.cat([ids.to(decoder.device), out[:, :produced]], dim=1)
+
+
+class _HostCopy:
+    """What the host needs of each decode step (its tokens for a streamer, whether any sequence is unfinished),
+    copied without stopping the device.
+
+    On CUDA the copies go to pinned memory behind the step's kernels and an event marks them, so the caller can
+    queue the next step first (:attr:`ahead`) and then wait for this one's copies only: the GPU never idles
+    between steps while Python looks at a token. Elsewhere the copies are plain and nothing runs ahead.
+    """
+
+    def __init__(self, batch: int, device: torch.device, *, tokens: bool, alive: bool) -> None:
+        import torch
+
+        self.ahead = device.type == "cuda"
+        self._tokens = torch.empty((batch, 1), dtype=torch.long, pin_memory=self.ahead) if tokens else None
+        self._alive = torch.ones(1, dtype=torch.bool, pin_memory=self.ahead) if alive else None
+        self._event = torch.cuda.Event() if self.ahead else None  # type: ignore[no-untyped-call]
+
+    def send(self, token: torch.Tensor, unfinished: torch.Tensor) -> None:
+        """Queue the copies of this step's ``token`` and ``unfinished.any()``."""
+        if self._tokens is not None:
+            self._tokens.copy_(token, non_blocking=self.ahead)
+        if self._alive is not None:
+            self._alive.copy_(unfinished.any().reshape(1), non_blocking=self.ahead)
+        if self._event is not None:
+            self._event.record()
+
+    def receive(self) -> tuple[torch.Tensor | None, bool]:
+        """Wait for the last :meth:`send`'s copies: (the tokens on the host or None, whether any is unfinished).
+
+        The tokens tensor is reused by the next send."""
+        if self._event is not None:
+            self._event.synchronize()
+        return self._tokens, self._alive is None or bool(self._alive[0])
 
 
 def install(model: torch.nn.Module, mode: str = "compile") -> FastGenerate:

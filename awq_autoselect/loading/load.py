@@ -120,8 +120,22 @@ def _fuse_options(kernel: Kernel, fuse_layers: bool | None, device: torch.device
     return [True, False]
 
 
+def _default_decode(kernel: Kernel, dev: torch.device) -> str:
+    """The fast decode mode a model gets by default: compiled where torch.compile can trace the kernel's layers, a
+    CUDA graph of the uncompiled step for the others (AutoAWQ's extensions), eager static-cache steps off CUDA."""
+    if dev.type != "cuda":
+        return "eager"
+    return "compile" if CATALOGUE[kernel].traceable else "graph"
+
+
 def _finish(
-    model: torch.nn.Module, info: CheckpointInfo, dev: torch.device, fast_decode: str | bool | None, *, fused: bool
+    model: torch.nn.Module,
+    info: CheckpointInfo,
+    dev: torch.device,
+    fast_decode: str | bool | None,
+    *,
+    fused: bool,
+    kernel: Kernel,
 ) -> str:
     """Install the fast decode path and a ``save_quantized`` that writes a loadable checkpoint; the decode mode."""
     from awq_autoselect.decode.fast import install
@@ -138,7 +152,15 @@ def _finish(
 
     if model is not hf_model_of(model):
         model.__dict__["save_quantized"] = save_quantized  # AutoAWQ's wrapper: this object only
-    mode = ("compile" if dev.type == "cuda" else "eager") if fast_decode in (None, True) else fast_decode
+    mode = _default_decode(kernel, dev) if fast_decode in (None, True) else fast_decode
+    if mode == "compile" and dev.type == "cuda" and not CATALOGUE[kernel].traceable:
+        warnings.warn(
+            f"fast_decode='compile': torch.compile cannot trace {kernel.value}'s layers (they call "
+            f"{CATALOGUE[kernel].extension}); decoding from a CUDA graph of the uncompiled step instead",
+            FallbackWarning,
+            stacklevel=4,
+        )
+        mode = "graph"
     if mode is False:
         return "transformers"
     if fused:
@@ -212,10 +234,12 @@ def load_quantized_auto(
             ``$AWQ_AUTOSELECT_TRIALS`` is ``0``; ignored when ``selection`` is given.
         fast_decode: how the returned model's ``generate(...)`` decodes (:mod:`awq_autoselect.decode.fast`):
             ``"compile"`` (the decode step compiled by torch.compile and replayed from a CUDA graph over a static
-            KV cache; the default on CUDA; the first call compiles, tens of seconds for a 7B model), ``"graph"``
-            (the same without compiling), ``"eager"`` (a static cache, eager steps; the default on a CPU), or
-            ``False`` (transformers' own ``generate``). Requests the fast path cannot serve (beam search,
-            padding, ...) go to transformers' ``generate`` with a ``FallbackWarning``.
+            KV cache; the default on CUDA for kernels torch.compile can trace, torch_int4 among them; the first
+            call compiles, tens of seconds for a 7B model), ``"graph"`` (the same without compiling; the default
+            for AutoAWQ's compiled extensions, which torch.compile cannot trace), ``"eager"`` (a static cache,
+            eager steps; the default on a CPU), or ``False`` (transformers' own ``generate``). Requests the fast
+            path cannot serve (beam search, padding, ...) go to transformers' ``generate`` with a
+            ``FallbackWarning``.
 
     Returns:
         ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
@@ -260,7 +284,10 @@ def load_quantized_auto(
 
         selection = select(False)
         if trials_enabled(trials):
-            to_try = selection.chain if fallback else selection.chain[:1]
+            # "auto" chooses by the trials: every viable kernel is measured, with or without fallback (which only
+            # decides what happens when the chosen one then fails to load). A named version without fallback
+            # needs its own trial only.
+            to_try = selection.chain if fallback or requested == "auto" else selection.chain[:1]
             measured = run_trials(info, to_try, device=str(dev), rows=(work.decode_rows, work.prefill_rows))
             trial_failures = [(k, measured.broken[k]) for k in to_try if k in measured.broken]
             selection = select(measured)
@@ -335,7 +362,7 @@ def load_quantized_auto(
             attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
             # AutoAWQ skips fusing silently in some setups (no awq_ext): what was built decides.
             built_fused = bool(fused_modules(model))
-            decode = _finish(model, info, dev, fast_decode, fused=built_fused)
+            decode = _finish(model, info, dev, fast_decode, fused=built_fused, kernel=kernel)
             report = LoadReport(
                 path=str(info.path),
                 requested=requested,

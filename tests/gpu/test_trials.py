@@ -41,10 +41,11 @@ def _viable(path: Path) -> tuple[Kernel, ...]:
     return select_awq_version(path, device="cuda", measurements=False, strict=False).chain
 
 
-def test_every_viable_kernel_is_tried_in_its_own_process(one_7b_layer: Path, tmp_path: Path) -> None:
+def test_every_viable_kernel_is_tried_in_its_own_process(one_7b_layer: Path) -> None:
     info = read_checkpoint(one_7b_layer)
     kernels = _viable(one_7b_layer)
-    report = run_trials(info, kernels, device="cuda:0", rows=(1, 8, 128), cache=TrialCache(tmp_path))
+    # The session's cache (a fresh folder per test process, conftest): the next test's load finds these results.
+    report = run_trials(info, kernels, device="cuda:0", rows=(1, 8, 128), cache=TrialCache())
     assert [r.kernel for r in report.results] == list(kernels)
     torch_int4 = report.result(Kernel.TORCH_INT4)
     assert torch_int4 is not None
