@@ -163,15 +163,15 @@ class KernelSpec:
     out_features_multiple: int = 1
     fusable: bool = False  # AutoAWQ's fused layers can use it (they also need awq_ext and flash-attn >= 2.6)
 
+    silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
+    caveats: tuple[str, ...] = ()
+    sources: tuple[str, ...] = field(default=())
+
     @property
     def traceable(self) -> bool:
         """Whether torch.compile can trace its layers: no compiled extension is called in them (Dynamo cannot see
         into pybind11 functions, H200 run 2026-12-01). Untraceable kernels decode from a CUDA graph uncompiled."""
         return self.extension is None
-
-    silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
-    caveats: tuple[str, ...] = ()
-    sources: tuple[str, ...] = field(default=())
 
     def ops_for(self, device_type: str) -> tuple[str, ...]:
         """The aten ops this kernel calls on ``device_type`` (empty for none)."""

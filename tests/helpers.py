@@ -295,3 +295,17 @@ def edit_config(path: Path, **changes: object) -> None:
         else:
             config[key] = value
     (path / "config.json").write_text(json.dumps(config))
+
+
+class CollectingStreamer:
+    """A transformers-style streamer that keeps what it is handed: the prompt first, then every token."""
+
+    def __init__(self) -> None:
+        self.values: list[list[int]] = []
+        self.ended = False
+
+    def put(self, value: torch.Tensor) -> None:
+        self.values.append(value.flatten().tolist())
+
+    def end(self) -> None:
+        self.ended = True

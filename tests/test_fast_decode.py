@@ -19,7 +19,7 @@ from awq_autoselect.decode.fast import FastGenerate, install, uninstall
 from awq_autoselect.decode.static import StaticDecoder
 from awq_autoselect.kernels.fusion import FusedProjection, fuse_projections
 from awq_autoselect.kernels.torch_int4 import TorchInt4Linear
-from tests.helpers import QuantizedFactory
+from tests.helpers import CollectingStreamer, QuantizedFactory
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 150, 301, 7]])
 BATCH = torch.tensor([[1, 17, 42, 99, 150, 301, 7], [5, 6, 7, 8, 9, 10, 11]])
@@ -189,18 +189,7 @@ def test_bf16_greedy_tokens_equal_transformers(quantized: QuantizedFactory) -> N
 
 
 def test_streamers_receive_the_prompt_then_every_token(loaded: Any) -> None:
-    class Collect:
-        def __init__(self) -> None:
-            self.values: list[list[int]] = []
-            self.ended = False
-
-        def put(self, value: torch.Tensor) -> None:
-            self.values.append(value.flatten().tolist())
-
-        def end(self) -> None:
-            self.ended = True
-
-    streamer = Collect()
+    streamer = CollectingStreamer()
     out = loaded.generate(PROMPT, max_new_tokens=5, streamer=streamer)
     assert streamer.values[0] == PROMPT[0].tolist()
     assert [v[0] for v in streamer.values[1:]] == out[0, PROMPT.shape[1] :].tolist()

@@ -127,7 +127,7 @@ def _select_from_args(args: argparse.Namespace) -> object:
     device = args.device
     if capability and device is None:
         device = "cuda"
-    workload = _workload(args, getattr(args, "decode", None))
+    workload = _workload(args, args.decode)
     # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
     checkpoint: str | QuantConfig = args.checkpoint if args.checkpoint is not None else QuantConfig()
     return select_awq_version(

@@ -11,7 +11,7 @@ import torch
 from awq_autoselect import load_quantized_auto
 from awq_autoselect.catalogue import CATALOGUE
 from awq_autoselect.decode.fast import FastGenerate
-from tests.helpers import QuantizedFactory
+from tests.helpers import CollectingStreamer, QuantizedFactory
 
 pytestmark = pytest.mark.gpu
 
@@ -51,18 +51,7 @@ def test_fast_generate_stops_at_eos_and_streams_like_transformers(quantized: Qua
     ids = torch.tensor(PROMPT, device="cuda")
     free = fast.original(ids, max_new_tokens=12, do_sample=False, min_new_tokens=12, pad_token_id=0)
     eos = int(free[0, ids.shape[1] + 3])  # the 4th greedy token ends the sequence (or an earlier equal one)
-
-    class Collect:
-        def __init__(self) -> None:
-            self.values: list[list[int]] = []
-
-        def put(self, value: torch.Tensor) -> None:
-            self.values.append(value.flatten().tolist())
-
-        def end(self) -> None:
-            """Nothing to flush."""
-
-    streamer = Collect()
+    streamer = CollectingStreamer()
     got = model.generate(
         input_ids=ids, max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=0, streamer=streamer
     )
@@ -71,3 +60,4 @@ def test_fast_generate_stops_at_eos_and_streams_like_transformers(quantized: Qua
     assert torch.equal(got, expected), (got.tolist(), expected.tolist())
     assert got.shape[1] < ids.shape[1] + 12  # it did stop early
     assert [v[0] for v in streamer.values[1:]] == got[0, ids.shape[1] :].tolist()
+    assert streamer.ended
