@@ -7,11 +7,15 @@
 #   tests-k    the GPU test files whose outcome depends on AutoAWQ's compiled kernels
 #   tests-both every GPU test file twice at once, with AutoAWQ's kernels on PYTHONPATH and without (logs
 #              kern-*.log and nokern-*.log; the tests assert no timings, so sharing the GPU changes no outcome)
+#   lanes      the files of $LANES ("a.py b.py|c.py": lanes side by side) with ($LANE_LABEL=kern) or without
+#              AutoAWQ's kernels on PYTHONPATH
+#   lanes-both $KERN_LANES with the kernels and $NOKERN_LANES without, side by side
 #   make7b     a synthetic llama-2-7b GEMM checkpoint (random weights, real format)
 #   fast7b     bench: auto (torch_int4) compiled and through generate(), transformers' static cache + compile, fp16
 #   prefill7b  bench: TTFT of a 512-token prompt, eager forward, torch_int4 against fp16
 #   kernels7b  tune (batch 1 and 8) + select per decode mode and batch + bench gemv_fast, gemv, gemm, torch_int4,
 #              auto and fp16, eager and graph, batch 1 and 8
+#   auto7b     bench auto (its trials, no fallback), torch_int4 and gemv, eager and graph, batch 1 and 8
 #   profprefill  scripts/profile_prefill.py: a 512-token prefill's wall and GPU time, torch_int4 and fp16
 # With AutoAWQ's kernels built for this machine, put their folder on PYTHONPATH with AWQ_KERNELS_DIR=/path.
 # Results: $OUT/results.tgz and $OUT/summary.txt (the device tool returns at most 8 files).
@@ -87,6 +91,24 @@ step_tests_both() {
     PYTHONPATH="$BASE_PATH" gpu_tests nokern ${NOKERN_FILES:-${GPU_FILES[@]}} &
     wait
 }
+step_lanes() {  # LANES: test files in lanes run side by side, "a.py b.py|c.py"; LANE_LABEL: kern or nokern
+    local label="${LANE_LABEL:-nokern}" path="$BASE_PATH" lane
+    if [[ "$label" == kern ]]; then
+        [[ -n "${AWQ_KERNELS_DIR:-}" ]] || { log "lanes kern needs AWQ_KERNELS_DIR"; return 1; }
+        path="$BASE_PATH:$AWQ_KERNELS_DIR"
+    fi
+    IFS='|' read -r -a lanes <<< "${LANES:-${GPU_FILES[*]}}"
+    for lane in "${lanes[@]}"; do
+        # shellcheck disable=SC2086
+        PYTHONPATH="$path" gpu_tests "$label" $lane &
+    done
+    wait
+}
+step_lanes_both() {  # KERN_LANES with AutoAWQ's kernels and NOKERN_LANES without, all side by side
+    LANE_LABEL=kern LANES="$KERN_LANES" step_lanes &
+    LANE_LABEL=nokern LANES="$NOKERN_LANES" step_lanes &
+    wait
+}
 step_tests_k() {
     gpu_tests tests-k tests/gpu/test_trials.py tests/gpu/test_fast_decode.py tests/gpu/test_moe.py tests/gpu/test_loading.py
 }
@@ -132,6 +154,10 @@ PY
     done
     bench bench-7b-kernels 330 --versions gemv_fast,gemv,gemm,torch_int4,auto --fp16 --decode eager,graph \
         --batch-size 1,8 --prompt-tokens 128 --new-tokens 32 --repeats 2 --warmup 1
+}
+step_auto7b() {  # with AutoAWQ's kernels: what auto (no fallback) loads against the versions it chose between
+    bench bench-7b-auto 330 --versions auto,torch_int4,gemv --decode eager,graph --batch-size 1,8 \
+        --prompt-tokens 128 --new-tokens 32 --repeats 2 --warmup 1
 }
 step_profprefill() {
     log profprefill

@@ -7,6 +7,9 @@ For each of ``torch_int4`` (``load_quantized_auto(version="torch_int4", fast_dec
 cache, last position's logits, synchronized; median of ``--repeats`` after a warmup), then one more under
 ``torch.profiler``: the GPU's busy time (sum of CUDA kernel times), the host's time in the forward, and the top
 kernels. Wall time well above GPU busy time means the prefill waits on Python and launches, not on the GPU.
+For torch_int4 also: the prefill wall with each way of building the dense weights (the checked ``dequantize()``
+from before ``DenseBuilder``, and the builder's direct launch: the default), interleaved with fp16's, and
+the host and wall microseconds per call of one layer's dense weight each way and of its forward.
 Timings are measured, never asserted. Needs CUDA.
 """
 
@@ -67,6 +70,76 @@ def _measure(model: Any, ids: torch.Tensor, repeats: int) -> dict[str, Any]:
     }
 
 
+def _dense_variants() -> dict[str, Any]:
+    """How ``TorchInt4Linear`` may build its dense weight: the launch path before ``DenseBuilder``, and today's.
+
+    (A third, a CUDA graph replay of each layer's launch into a buffer shared per shape, was measured with this
+    script on 2026-12-01 and not kept: docs/torch-int4.md.)"""
+    from awq_autoselect.kernels.int4_dequant import DenseBuilder
+    from awq_autoselect.kernels.torch_int4 import TorchInt4Linear
+
+    def builder(layer: Any) -> DenseBuilder:
+        if layer._builder is None:
+            layer._dense_weight()
+        built: DenseBuilder = layer._builder
+        return built
+
+    return {
+        "checked": TorchInt4Linear.dequantize,  # every check, the launch through _launch (before DenseBuilder)
+        "direct": lambda layer: builder(layer)(),  # the default: checks once, Triton's bound launcher
+    }
+
+
+def _layer_costs(model: Any, rows: int, calls: int = 100) -> dict[str, dict[str, float]]:
+    """Host and wall microseconds per call of the first int4 layer's dense weight, each variant, and of its whole
+    ``forward`` on ``rows`` rows. Host time: the loop without a sync (the GPU queue does not fill)."""
+    from awq_autoselect.kernels.torch_int4 import TorchInt4Linear
+
+    layer = next(m for m in model.modules() if isinstance(m, TorchInt4Linear))
+    x = torch.randn(rows, layer.in_features, device="cuda", dtype=torch.bfloat16)
+    calls_of: dict[str, Any] = {name: (lambda fn=fn: fn(layer)) for name, fn in _dense_variants().items()}
+    calls_of["forward"] = lambda: layer(x)
+    costs: dict[str, dict[str, float]] = {}
+    for name, fn in calls_of.items():
+        with torch.inference_mode():
+            for _ in range(5):
+                fn()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            host = time.perf_counter() - start
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+        costs[name] = {"host_us": host / calls * 1e6, "wall_us": wall / calls * 1e6}
+    costs["layer"] = {"out_features": layer.out_features, "in_features": layer.in_features, "rows": rows}
+    return costs
+
+
+def _variant_walls(int4: Any, fp16: Any, ids: torch.Tensor, repeats: int) -> dict[str, list[float]]:
+    """Prefill walls of fp16 and of torch_int4 with every layer's dense weight built each way of
+    :func:`_dense_variants`, interleaved (the host's speed drifts between minutes on the lent machine)."""
+    from awq_autoselect.kernels.torch_int4 import TorchInt4Linear
+
+    original = TorchInt4Linear._dense_weight
+    runs: list[tuple[str, Any, Any]] = [("fp16", fp16, original)]
+    runs += [(f"torch_int4 {name}", int4, fn) for name, fn in _dense_variants().items()]
+    walls: dict[str, list[float]] = {}
+    try:
+        for _ in range(repeats):
+            for name, model, fn in runs:
+                TorchInt4Linear._dense_weight = fn  # type: ignore[method-assign]
+                _prefill(model, ids)  # a warm run of this variant, then the measured one
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                _prefill(model, ids)
+                torch.cuda.synchronize()
+                walls.setdefault(name, []).append((time.perf_counter() - start) * 1000)
+    finally:
+        TorchInt4Linear._dense_weight = original  # type: ignore[method-assign]
+    return walls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -82,14 +155,14 @@ def main() -> None:
         "prompt_tokens": args.prompt_tokens,
         "versions": {},
     }
-    for name in ("torch_int4", "fp16"):
-        if name == "fp16":
-            loaded = load_dense_baseline(args.checkpoint, device="cuda")
-        else:
-            loaded = load_quantized_auto(args.checkpoint, version=name, device="cuda", fast_decode=False, trials=False)
-        model = hf_model_of(loaded.model)
-        result["versions"][name] = _measure(model, ids, args.repeats)
-        entry = result["versions"][name]
+    models = {
+        "torch_int4": load_quantized_auto(
+            args.checkpoint, version="torch_int4", device="cuda", fast_decode=False, trials=False
+        ).model,
+        "fp16": load_dense_baseline(args.checkpoint, device="cuda").model,
+    }
+    for name, loaded in models.items():
+        entry = result["versions"][name] = _measure(hf_model_of(loaded), ids, args.repeats)
         print(
             f"{name}: wall {entry['wall_ms_median']:.2f} ms, GPU busy {entry['gpu_busy_ms']:.2f} ms, "
             f"{entry['kernel_launches']} kernels",
@@ -97,8 +170,13 @@ def main() -> None:
         )
         for k in entry["top_kernels"][:6]:
             print(f"    {k['ms']:8.3f} ms {k['calls']:5d}x {k['name'][:90]}", flush=True)
-        del loaded, model
-        torch.cuda.empty_cache()
+    int4, fp16 = hf_model_of(models["torch_int4"]), hf_model_of(models["fp16"])
+    result["interleaved_wall_ms"] = _variant_walls(int4, fp16, ids, args.repeats)
+    result["layer_costs"] = _layer_costs(int4, args.prompt_tokens)
+    for what, walls in result["interleaved_wall_ms"].items():
+        print(f"prefill {what}: wall {statistics.median(walls):.2f} ms", flush=True)
+    for what, cost in result["layer_costs"].items():
+        print(f"    {what}: {cost}", flush=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -19,6 +19,7 @@ from awq_autoselect.errors import ConversionError, MissingDependencyError
 from awq_autoselect.kernels import int4_dequant as _int4_dequant
 from awq_autoselect.kernels import torch_int4 as _torch_int4
 from awq_autoselect.kernels.int4_dequant import (
+    DenseBuilder,
     dequantize_tiles,
     dequantize_tiles_torch,
     dequantize_tiles_triton,
@@ -196,6 +197,38 @@ def test_kernel_compiles_for_cuda(
 
 # --------------------------------------------------------------------------------------------------------------
 # dispatch and fallback
+
+
+def test_builder_on_cpu_gives_the_torch_bits_and_sees_new_values() -> None:
+    qtiles, pairs = module_tensors(32, 512, 128)
+    builder = DenseBuilder(qtiles, pairs, 32, 512, 128)
+    assert same_bits(builder(), dequantize_tiles_torch(qtiles, pairs, 32, 512, 128))
+    other_tiles, other_pairs = module_tensors(32, 512, 128, symmetric=True)
+    qtiles.copy_(other_tiles)  # the builder holds the tensors, not their values
+    pairs.copy_(other_pairs)
+    assert same_bits(builder(), dequantize_tiles_torch(other_tiles, other_pairs, 32, 512, 128))
+    assert builder() is not builder()  # a new tensor each call
+
+
+def test_builder_checks_the_tensors_once_when_made() -> None:
+    qtiles, pairs = module_tensors(32, 512, 128)
+    with pytest.raises(ConversionError, match="do not hold"):
+        DenseBuilder(qtiles, pairs, 64, 512, 128)
+    with pytest.raises(ConversionError, match="scales_and_zeros"):
+        DenseBuilder(qtiles, pairs[:2], 32, 512, 128)
+
+
+def test_module_dense_path_follows_a_reload_and_a_dtype_change() -> None:
+    first = TorchInt4Linear.from_unpacked(random_weight(32, 512, 128, seed=1), dense_threshold=4)
+    second = TorchInt4Linear.from_unpacked(random_weight(32, 512, 128, seed=2), dense_threshold=4)
+    x = torch.randn((8, 512), generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    before = first(x)  # builds the first module's dense builder
+    first.load_state_dict(second.state_dict())
+    assert torch.equal(first(x), second(x))
+    assert not torch.equal(first(x), before)
+    first.to(torch.float32)  # new scale tensors: a new builder, float32 weights
+    expected = F.linear(x.float(), dequantize_tiles_torch(first.qtiles, first.scales_and_zeros, 32, 512, 128))
+    assert torch.equal(first(x.float()), expected)
 
 
 def test_auto_on_cpu_runs_the_torch_version() -> None:
@@ -390,4 +423,46 @@ def test_module_dense_path_replays_in_a_cuda_graph(cuda: torch.device) -> None:
     graph.replay()
     torch.cuda.synchronize(cuda)
     assert torch.equal(captured, eager)
+    assert triton_failure() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "k"), [(12288, 4096), (4096, 11008)])
+def test_builder_launches_directly_with_the_same_bits(
+    cuda: torch.device, n: int, k: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    qtiles, pairs = spread_tensors(n, k, 128, torch.bfloat16, seed=n + k)
+    qtiles, pairs = qtiles.to(cuda), pairs.to(cuda)
+    expected = dequantize_tiles_torch(qtiles, pairs, n, k, 128)
+    builder = DenseBuilder(qtiles, pairs, n, k, 128)
+    caplog.set_level(logging.DEBUG, logger=_int4_dequant.__name__)
+    assert same_bits(builder(), expected)  # first call: the checked launch, which binds the direct one
+    bound = builder._direct
+    assert bound is not None
+    ran = ops_called(builder)
+    assert "aten::addcmul" not in ran
+    assert same_bits(builder(), expected)
+    assert builder._direct is bound  # the direct launch worked (a failing one is dropped and bound again)
+    assert not [r for r in caplog.records if "failed" in r.getMessage()], caplog.text
+    other_tiles, other_pairs = spread_tensors(n, k, 128, torch.bfloat16, seed=n - k)
+    qtiles.copy_(other_tiles)
+    pairs.copy_(other_pairs)
+    assert same_bits(builder(), dequantize_tiles_torch(qtiles, pairs, n, k, 128))
+    assert triton_failure() is None
+
+
+@pytest.mark.gpu
+def test_builder_whose_direct_launch_fails_goes_back_to_the_checked_one(cuda: torch.device) -> None:
+    qtiles, pairs = cuda_tensors(4096, 4096, 128, cuda)
+    builder = DenseBuilder(qtiles, pairs, 4096, 4096, 128)
+    expected = builder()
+
+    def broken(*args: object) -> None:
+        raise TypeError("launcher signature changed")
+
+    builder._direct = broken
+    assert same_bits(builder(), expected)
+    assert builder._direct is not broken  # dropped, then bound again by the checked launch
+    assert builder._direct is not None
+    assert same_bits(builder(), expected)
     assert triton_failure() is None

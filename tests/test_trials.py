@@ -33,10 +33,12 @@ from awq_autoselect.trials import (
     TrialReport,
     TrialResult,
     TrialStatus,
+    cached_trials,
     run_trials,
 )
 from awq_autoselect.trials.cache import machine_key
 from awq_autoselect.trials.runner import signature_of
+from awq_autoselect.workload import Workload
 from tests.helpers import QuantizedFactory, run_cli
 
 CRASH_SITE = Path(__file__).resolve().parent / "crash_site"
@@ -236,6 +238,25 @@ def test_load_goes_on_with_the_next_kernel_when_one_kills_its_trial(
 
     with pytest.raises(VersionUnavailableError, match="killed by SIGSEGV"):
         load_quantized_auto(checkpoint, "torch_int4", device="cpu", fallback=False)
+
+
+def test_a_named_version_that_passes_its_trial_loads_quietly_whatever_comes_after_it(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A named version trials itself; the fallbacks only when it is broken (on the H200 with AutoAWQ's kernels,
+    gemm_triton, asked for by name and working, loaded with a FallbackWarning naming gemv_fast's crash)."""
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    _break(monkeypatch, "gemm_torch", "segfault")  # after torch_int4 in the chain
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        _, report = load_quantized_auto(checkpoint, "torch_int4", device="cpu")
+    assert report.kernel is Kernel.TORCH_INT4
+    assert not report.fell_back
+    assert [(a.kernel, a.stage) for a in report.attempts] == [(Kernel.TORCH_INT4, "ok")]
+    work = Workload(decode="eager")  # what the load on CPU trials with
+    rows = (work.decode_rows, work.prefill_rows)
+    known = cached_trials(read_checkpoint(checkpoint), [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=rows)
+    assert [r.kernel for r in known.results] == [Kernel.TORCH_INT4]  # gemm_torch's trial never ran
 
 
 def test_auto_without_fallback_still_measures_every_candidate(

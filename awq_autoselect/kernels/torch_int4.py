@@ -20,9 +20,9 @@ The tile layout is the module's state (``qtiles``), so a state dict moves betwee
 
 Dispatch. tinygemm is a GEMV-class kernel: it re-reads the weights for every 16 rows, so its time grows with
 the rows. From ``dense_threshold`` rows on, the module dequantizes to a dense weight (per call, or cached with
-``cache_dense=True``: 2 bytes/weight more memory; on CUDA one Triton kernel, :mod:`._int4_dequant`) and calls
-``F.linear`` (cuBLAS). The threshold is :data:`DENSE_THRESHOLD` (32 rows, measured on the H200 with
-scripts/measure_int4_threshold.py).
+``cache_dense=True``: 2 bytes/weight more memory; on CUDA one Triton kernel launched directly, its checks made
+once per module, :class:`.int4_dequant.DenseBuilder`) and calls ``F.linear`` (cuBLAS). The threshold is
+:data:`DENSE_THRESHOLD` (32 rows, measured on the H200 with scripts/measure_int4_threshold.py).
 
 Private module: imported by :mod:`awq_autoselect.loading` inside functions, never by ``import awq_autoselect``.
 """
@@ -42,7 +42,7 @@ from awq_autoselect._packages import satisfies
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
 
-from .int4_dequant import dequantize_tiles, dequantize_tiles_torch
+from .int4_dequant import DenseBuilder, dequantize_tiles, dequantize_tiles_torch
 
 if TYPE_CHECKING:
     from typing import Self
@@ -331,6 +331,7 @@ class TorchInt4Linear(torch.nn.Module):
         # Derived, not state: aten's CPU layout (CPU only) and the optional dense copy. Rebuilt on demand.
         self._cpu_packed: torch.Tensor | None = None
         self._dense: torch.Tensor | None = None
+        self._builder: DenseBuilder | None = None
 
     # --- construction ------------------------------------------------------------------------------------------
 
@@ -413,6 +414,7 @@ class TorchInt4Linear(torch.nn.Module):
     def _invalidate(self) -> None:
         self._cpu_packed = None
         self._dense = None
+        self._builder = None
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
@@ -450,7 +452,11 @@ class TorchInt4Linear(torch.nn.Module):
     def _dense_weight(self) -> torch.Tensor:
         if self._dense is not None:
             return self._dense
-        dense = self.dequantize()
+        if self._builder is None:  # checked once; every prefill after that pays one allocation and one launch
+            self._builder = DenseBuilder(
+                self.qtiles, self.scales_and_zeros, self.out_features, self.in_features, self.group_size
+            )
+        dense = self._builder()
         if self.cache_dense:
             self._dense = dense
         return dense
@@ -463,6 +469,9 @@ class TorchInt4Linear(torch.nn.Module):
         Raises:
             InvalidArgumentError: ``x``'s last dimension is not ``in_features``.
         """
+        if torch.is_grad_enabled():  # the layer has no gradient; inference mode (the usual caller) skips this
+            with torch.no_grad():
+                return self.forward(x)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise InvalidArgumentError(f"TorchInt4Linear expects inputs [..., {self.in_features}], got {list(x.shape)}")
         out_shape = (*x.shape[:-1], self.out_features)
@@ -470,17 +479,16 @@ class TorchInt4Linear(torch.nn.Module):
         rows = x.reshape(-1, self.in_features).to(compute).contiguous()
         if rows.shape[0] == 0:
             return x.new_zeros(out_shape)
-        with torch.no_grad():
-            if rows.shape[0] >= self.dense_threshold:
-                out = F.linear(rows, self._dense_weight())
-            elif rows.device.type == "cuda":
-                out = torch.ops.aten._weight_int4pack_mm(rows, self.qtiles, self.group_size, self.scales_and_zeros)
-            else:
-                out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                    rows, self._cpu_layout(), self.group_size, self.scales_and_zeros
-                )
-            if self.bias is not None:
-                out.add_(self.bias)
+        if rows.shape[0] >= self.dense_threshold:
+            out = F.linear(rows, self._dense_weight())
+        elif rows.device.type == "cuda":
+            out = torch.ops.aten._weight_int4pack_mm(rows, self.qtiles, self.group_size, self.scales_and_zeros)
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                rows, self._cpu_layout(), self.group_size, self.scales_and_zeros
+            )
+        if self.bias is not None:
+            out.add_(self.bias)
         return out.reshape(out_shape).to(x.dtype)
 
     def extra_repr(self) -> str:

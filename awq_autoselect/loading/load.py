@@ -285,10 +285,14 @@ def load_quantized_auto(
         selection = select(False)
         if trials_enabled(trials):
             # "auto" chooses by the trials: every viable kernel is measured, with or without fallback (which only
-            # decides what happens when the chosen one then fails to load). A named version without fallback
-            # needs its own trial only.
-            to_try = selection.chain if fallback or requested == "auto" else selection.chain[:1]
-            measured = run_trials(info, to_try, device=str(dev), rows=(work.decode_rows, work.prefill_rows))
+            # decides what happens when the chosen one then fails to load). A named version needs its own trial;
+            # the rest of the chain only when that one is broken and fallback is on (to rank the fallbacks).
+            rows = (work.decode_rows, work.prefill_rows)
+            to_try = selection.chain if requested == "auto" else selection.chain[:1]
+            measured = run_trials(info, to_try, device=str(dev), rows=rows)
+            if requested != "auto" and fallback and to_try and to_try[0] in measured.broken:
+                to_try = selection.chain  # the first one's result is cached: not run again
+                measured = run_trials(info, to_try, device=str(dev), rows=rows)
             trial_failures = [(k, measured.broken[k]) for k in to_try if k in measured.broken]
             selection = select(measured)
     # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
