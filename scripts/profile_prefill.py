@@ -78,9 +78,11 @@ def _dense_variants() -> dict[str, Any]:
     from awq_autoselect.kernels.int4_dequant import DenseBuilder
     from awq_autoselect.kernels.torch_int4 import TorchInt4Linear
 
-    def builder(layer: Any) -> DenseBuilder:
-        if layer._builder is None:
-            layer._dense_weight()
+    def builder(layer: Any) -> DenseBuilder:  # made here: _dense_weight may be patched to this very variant
+        if layer._builder is None or not layer._builder.holds(layer.qtiles, layer.scales_and_zeros):
+            layer._builder = DenseBuilder(
+                layer.qtiles, layer.scales_and_zeros, layer.out_features, layer.in_features, layer.group_size
+            )
         built: DenseBuilder = layer._builder
         return built
 

@@ -218,17 +218,32 @@ def test_builder_checks_the_tensors_once_when_made() -> None:
         DenseBuilder(qtiles, pairs[:2], 32, 512, 128)
 
 
-def test_module_dense_path_follows_a_reload_and_a_dtype_change() -> None:
+def test_module_dense_path_follows_a_reload_new_tensors_and_a_dtype_change() -> None:
     first = TorchInt4Linear.from_unpacked(random_weight(32, 512, 128, seed=1), dense_threshold=4)
     second = TorchInt4Linear.from_unpacked(random_weight(32, 512, 128, seed=2), dense_threshold=4)
     x = torch.randn((8, 512), generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     before = first(x)  # builds the first module's dense builder
-    first.load_state_dict(second.state_dict())
+    first.load_state_dict(second.state_dict())  # copied into the same tensors
     assert torch.equal(first(x), second(x))
     assert not torch.equal(first(x), before)
+    third = TorchInt4Linear.from_unpacked(random_weight(32, 512, 128, seed=3), dense_threshold=4)
+    first.qtiles = third.qtiles  # new tensors assigned directly: no _apply, no load_state_dict
+    first.scales_and_zeros = third.scales_and_zeros
+    assert torch.equal(first(x), third(x))
     first.to(torch.float32)  # new scale tensors: a new builder, float32 weights
     expected = F.linear(x.float(), dequantize_tiles_torch(first.qtiles, first.scales_and_zeros, 32, 512, 128))
     assert torch.equal(first(x.float()), expected)
+
+
+def test_a_failed_direct_launch_is_said_once_and_remembered(
+    caplog: pytest.LogCaptureFixture, fresh_state: _int4_dequant._TritonState
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=_int4_dequant.__name__)
+    _int4_dequant._direct_failed(IndexError("tuple index out of range"))
+    _int4_dequant._direct_failed(TypeError("another"))
+    assert fresh_state.direct_failure == "IndexError: tuple index out of range"
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "normal launch" in caplog.records[0].getMessage()
 
 
 def test_auto_on_cpu_runs_the_torch_version() -> None:
@@ -442,7 +457,8 @@ def test_builder_launches_directly_with_the_same_bits(
     ran = ops_called(builder)
     assert "aten::addcmul" not in ran
     assert same_bits(builder(), expected)
-    assert builder._direct is bound  # the direct launch worked (a failing one is dropped and bound again)
+    assert builder._direct is bound  # the direct launch worked (a failing one is dropped for good)
+    assert _int4_dequant._STATE.direct_failure is None
     assert not [r for r in caplog.records if "failed" in r.getMessage()], caplog.text
     other_tiles, other_pairs = spread_tensors(n, k, 128, torch.bfloat16, seed=n - k)
     qtiles.copy_(other_tiles)
@@ -451,18 +467,28 @@ def test_builder_launches_directly_with_the_same_bits(
     assert triton_failure() is None
 
 
+def _bound(builder: DenseBuilder) -> object:
+    return builder._direct
+
+
 @pytest.mark.gpu
-def test_builder_whose_direct_launch_fails_goes_back_to_the_checked_one(cuda: torch.device) -> None:
+def test_builder_whose_direct_launch_fails_goes_back_to_the_normal_launch_for_good(
+    cuda: torch.device, fresh_state: _int4_dequant._TritonState, caplog: pytest.LogCaptureFixture
+) -> None:
     qtiles, pairs = cuda_tensors(4096, 4096, 128, cuda)
     builder = DenseBuilder(qtiles, pairs, 4096, 4096, 128)
     expected = builder()
+    assert builder._direct is not None
 
     def broken(*args: object) -> None:
         raise TypeError("launcher signature changed")
 
     builder._direct = broken
-    assert same_bits(builder(), expected)
-    assert builder._direct is not broken  # dropped, then bound again by the checked launch
-    assert builder._direct is not None
-    assert same_bits(builder(), expected)
-    assert triton_failure() is None
+    caplog.set_level(logging.DEBUG, logger=_int4_dequant.__name__)
+    for _ in range(3):
+        assert same_bits(builder(), expected)
+    assert _bound(builder) is None  # not bound again: every later call launches normally
+    assert fresh_state.direct_failure == "TypeError: launcher signature changed"
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, caplog.text
+    assert triton_failure() is None  # the kernel itself still runs

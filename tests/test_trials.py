@@ -259,6 +259,22 @@ def test_a_named_version_that_passes_its_trial_loads_quietly_whatever_comes_afte
     assert [r.kernel for r in known.results] == [Kernel.TORCH_INT4]  # gemm_torch's trial never ran
 
 
+def test_a_fallback_past_a_named_version_is_trialed_before_it_is_built(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The named kernel passes its trial, then fails in this process (here: a probe no kernel can pass); the next
+    kernel is trialed before it is built, and one that kills its trial is never built here."""
+    from awq_autoselect.errors import KernelFailedError
+
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    _break(monkeypatch, "gemm_torch", "segfault")
+    with pytest.raises(KernelFailedError) as failed:
+        load_quantized_auto(checkpoint, "torch_int4", device="cpu", probe_tolerance=1e-12)
+    stages = [(a.kernel, a.stage) for a in failed.value.attempts]
+    assert stages == [(Kernel.TORCH_INT4, "probe"), (Kernel.GEMM_TORCH, "trial")], stages
+    assert "SIGSEGV" in failed.value.attempts[1].message
+
+
 def test_auto_without_fallback_still_measures_every_candidate(
     checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

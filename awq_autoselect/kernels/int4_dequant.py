@@ -92,6 +92,7 @@ class _TritonState:
         # Compiled kernels by everything Triton specializes them on: launched directly, they skip Triton's
         # per-launch argument binding and option parsing (hundreds of microseconds per call in Python).
         self.compiled: dict[tuple[object, ...], Any] = {}
+        self.direct_failure: str | None = None  # why direct launches stopped in this process
 
 
 _STATE = _TritonState()
@@ -260,21 +261,34 @@ def _launch(
         return out
     key = _specialization(args, constants, num_warps, qtiles.device)
     with torch.cuda.device(qtiles.device):  # Triton launches on the current device
-        compiled = None if interpreted else _STATE.compiled.get(key)
+        compiled = None if interpreted or _STATE.direct_failure else _STATE.compiled.get(key)
         if compiled is not None:
             try:
                 compiled[grid](*args, *constants.values())
             except Exception as exc:  # a Triton whose compiled-kernel launch differs: the normal launch, always
-                _STATE.compiled.pop(key, None)
+                _direct_failed(exc)
                 compiled = None
-                logger.debug("direct launch of the dequantization kernel failed (%s); launching normally", exc)
         if compiled is None:
             launched = kernel[grid](*args, **constants, **options)
             if not interpreted and callable(getattr(launched, "__getitem__", None)):
                 _STATE.compiled[key] = compiled = launched
-    if compiled is not None and on_compiled is not None:
-        on_compiled(compiled[grid], (*constants.values(),))
+        if compiled is not None and on_compiled is not None and not _STATE.direct_failure:
+            try:
+                on_compiled(compiled[grid], (*constants.values(),))
+            except Exception as exc:  # the launch worked; only the binding for later direct launches did not
+                _direct_failed(exc)
     return out
+
+
+def _direct_failed(exc: Exception) -> None:
+    """Stop launching compiled kernels directly in this process (the normal launch works), said once."""
+    if _STATE.direct_failure is None:
+        _STATE.direct_failure = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "launching the int4 dequantization kernel directly failed (%s); using Triton's normal launch, which "
+            "costs the host about twice as much per call",
+            _STATE.direct_failure,
+        )
 
 
 def _specialization(
@@ -511,6 +525,10 @@ class DenseBuilder:
         self._direct: Callable[..., object] | None = None
         self._constants: tuple[object, ...] = ()
 
+    def holds(self, qtiles: torch.Tensor, scales_and_zeros: torch.Tensor) -> bool:
+        """Whether these are the very tensors this builder reads."""
+        return self._tensors[0] is qtiles and self._tensors[1] is scales_and_zeros
+
     def _bind(self, launcher: Callable[..., object], constants: tuple[object, ...]) -> None:
         if self._may_bind:
             self._direct, self._constants = launcher, constants
@@ -520,13 +538,18 @@ class DenseBuilder:
         qtiles, pairs = self._tensors
         n, k, group = self._shape
         direct = self._direct
-        if direct is not None and _STATE.failure is None and torch.cuda.current_device() == self._cuda_index:
+        if (
+            direct is not None
+            and _STATE.failure is None
+            and _STATE.direct_failure is None
+            and torch.cuda.current_device() == self._cuda_index
+        ):
             out = torch.empty((n, k), dtype=pairs.dtype, device=qtiles.device)
             try:
                 direct(qtiles, pairs, out, n, k, *self._constants)
-            except Exception as exc:  # a launcher that no longer takes these: the checked path from now on
+            except Exception as exc:  # a launcher that does not take these: the checked launch from now on
                 self._direct = None
-                logger.debug("direct launch of the dequantization kernel failed (%s); launching normally", exc)
+                _direct_failed(exc)
             else:
                 return out
         if self._try_kernel:

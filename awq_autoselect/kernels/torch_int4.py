@@ -452,11 +452,14 @@ class TorchInt4Linear(torch.nn.Module):
     def _dense_weight(self) -> torch.Tensor:
         if self._dense is not None:
             return self._dense
-        if self._builder is None:  # checked once; every prefill after that pays one allocation and one launch
-            self._builder = DenseBuilder(
+        builder = self._builder
+        # Checked once; every prefill after that pays one allocation and one launch. A new builder where the state
+        # was replaced without _apply or load_state_dict (a buffer assigned directly).
+        if builder is None or not builder.holds(self.qtiles, self.scales_and_zeros):
+            self._builder = builder = DenseBuilder(
                 self.qtiles, self.scales_and_zeros, self.out_features, self.in_features, self.group_size
             )
-        dense = self._builder()
+        dense = builder()
         if self.cache_dense:
             self._dense = dense
         return dense
@@ -471,7 +474,10 @@ class TorchInt4Linear(torch.nn.Module):
         """
         if torch.is_grad_enabled():  # the layer has no gradient; inference mode (the usual caller) skips this
             with torch.no_grad():
-                return self.forward(x)
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise InvalidArgumentError(f"TorchInt4Linear expects inputs [..., {self.in_features}], got {list(x.shape)}")
         out_shape = (*x.shape[:-1], self.out_features)

@@ -79,6 +79,11 @@ _KERNEL_ERRORS: tuple[type[BaseException], ...] = (
 _RETRYABLE: tuple[type[BaseException], ...] = (*_KERNEL_ERRORS, ProbeMismatchError)
 
 
+def _merged(first: TrialReport, second: TrialReport) -> TrialReport:
+    """One report of two runs' results for one device (the kernels of the two are disjoint)."""
+    return TrialReport(first.device, first.results + second.results, first.from_cache + second.from_cache)
+
+
 def _release(device: torch.device) -> None:
     """Free what a failed attempt left; never raises (a poisoned context makes empty_cache raise too)."""
     import torch
@@ -266,6 +271,8 @@ def load_quantized_auto(
     dev = resolve_device(device)
     env = environment if environment is not None else probe_environment()
     trial_failures: list[tuple[Kernel, str]] = []
+    untrialed: set[Kernel] = set()  # fallbacks whose trial waits until the load needs them
+    rows: tuple[int, int] = (1, 1)
     if selection is None:
         capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
         work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
@@ -286,15 +293,18 @@ def load_quantized_auto(
         if trials_enabled(trials):
             # "auto" chooses by the trials: every viable kernel is measured, with or without fallback (which only
             # decides what happens when the chosen one then fails to load). A named version needs its own trial;
-            # the rest of the chain only when that one is broken and fallback is on (to rank the fallbacks).
+            # the rest of the chain's only once the load moves past it (fallback on): at once when its trial
+            # breaks (to rank the fallbacks), or when it fails to load or probe (below).
             rows = (work.decode_rows, work.prefill_rows)
             to_try = selection.chain if requested == "auto" else selection.chain[:1]
             measured = run_trials(info, to_try, device=str(dev), rows=rows)
-            if requested != "auto" and fallback and to_try and to_try[0] in measured.broken:
-                to_try = selection.chain  # the first one's result is cached: not run again
-                measured = run_trials(info, to_try, device=str(dev), rows=rows)
+            rest = selection.chain[len(to_try) :] if fallback else []
+            if rest and to_try[0] in measured.broken:
+                measured = _merged(measured, run_trials(info, rest, device=str(dev), rows=rows))
+                to_try, rest = selection.chain, []
             trial_failures = [(k, measured.broken[k]) for k in to_try if k in measured.broken]
             selection = select(measured)
+            untrialed = set(rest)
     # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
     attempts: list[Attempt] = [
         Attempt(kernel, False, "trial", False, None, f"failed its trial in a child process: {reason}")
@@ -316,7 +326,20 @@ def load_quantized_auto(
         chain = chain[:1]
 
     conversions: list[str] = []
-    for kernel in chain:
+    index = -1
+    while index + 1 < len(chain):
+        index += 1
+        if index > 0 and untrialed.intersection(chain[index:]):  # past the named kernel: build no untried one
+            extra = run_trials(info, [k for k in chain[index:] if k in untrialed], device=str(dev), rows=rows)
+            untrialed.clear()
+            attempts += [
+                Attempt(k, False, "trial", False, None, f"failed its trial in a child process: {reason}")
+                for k, reason in extra.broken.items()
+            ]
+            chain[index:] = [k for k in chain[index:] if k not in extra.broken]
+            if index >= len(chain):
+                break
+        kernel = chain[index]
         for fused in _fuse_options(kernel, fuse_layers, dev, env):
             dtype = torch_dtype or default_dtype(kernel, dev)
             t0 = time.perf_counter()
