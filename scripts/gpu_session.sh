@@ -82,14 +82,8 @@ PY
 step_tests() {
     gpu_tests tests "${GPU_FILES[@]}"
 }
-step_tests_both() {
-    [[ -n "${AWQ_KERNELS_DIR:-}" ]] || { log "tests-both needs AWQ_KERNELS_DIR"; return 1; }
-    # KERN_FILES / NOKERN_FILES (space-separated) run a subset, e.g. what an earlier call did not reach
-    # shellcheck disable=SC2086
-    PYTHONPATH="$BASE_PATH:$AWQ_KERNELS_DIR" gpu_tests kern ${KERN_FILES:-${GPU_FILES[@]}} &
-    # shellcheck disable=SC2086
-    PYTHONPATH="$BASE_PATH" gpu_tests nokern ${NOKERN_FILES:-${GPU_FILES[@]}} &
-    wait
+step_tests_both() {  # one lane each way; KERN_FILES / NOKERN_FILES (space-separated) run a subset
+    KERN_LANES="${KERN_FILES:-${GPU_FILES[*]}}" NOKERN_LANES="${NOKERN_FILES:-${GPU_FILES[*]}}" step_lanes_both
 }
 step_lanes() {  # LANES: test files in lanes run side by side, "a.py b.py|c.py"; LANE_LABEL: kern or nokern
     local label="${LANE_LABEL:-nokern}" path="$BASE_PATH" lane

@@ -31,28 +31,23 @@ from awq_autoselect.loading import load_dense_baseline
 _TOP = 12
 
 
-def _prefill(model: Any, ids: torch.Tensor) -> None:
+def _prefill(model: Any, ids: torch.Tensor) -> float:
+    """One prefill and the first token's argmax, synchronized; its wall time in ms."""
+    start = time.perf_counter()
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
         out.logits[:, -1, :].argmax(dim=-1)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000
 
 
 def _measure(model: Any, ids: torch.Tensor, repeats: int) -> dict[str, Any]:
     from torch.profiler import DeviceType, ProfilerActivity, profile
 
     _prefill(model, ids)
-    torch.cuda.synchronize()
-    walls = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _prefill(model, ids)
-        torch.cuda.synchronize()
-        walls.append((time.perf_counter() - start) * 1000)
+    walls = [_prefill(model, ids) for _ in range(repeats)]
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        start = time.perf_counter()
-        _prefill(model, ids)
-        torch.cuda.synchronize()
-        profiled_wall = (time.perf_counter() - start) * 1000
+        profiled_wall = _prefill(model, ids)
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
         if event.device_type == DeviceType.CUDA:
@@ -132,11 +127,7 @@ def _variant_walls(int4: Any, fp16: Any, ids: torch.Tensor, repeats: int) -> dic
             for name, model, fn in runs:
                 TorchInt4Linear._dense_weight = fn  # type: ignore[method-assign]
                 _prefill(model, ids)  # a warm run of this variant, then the measured one
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                _prefill(model, ids)
-                torch.cuda.synchronize()
-                walls.setdefault(name, []).append((time.perf_counter() - start) * 1000)
+                walls.setdefault(name, []).append(_prefill(model, ids))
     finally:
         TorchInt4Linear._dense_weight = original  # type: ignore[method-assign]
     return walls

@@ -233,7 +233,8 @@ def _launch(
     """Run the kernel (inputs already checked). ``round_by_bits``: None = only under the interpreter, for bf16.
 
     ``on_compiled`` receives the compiled kernel's launcher, bound to this grid, and the constants it takes after
-    the five arguments, when this call compiled or launched the kernel normally (not the interpreter).
+    the five arguments, whenever this call knows the compiled kernel (not under the interpreter) and direct
+    launches have not been given up in this process.
     """
     kernel, interpreted = _kernel()
     out = torch.empty((out_features, in_features), dtype=scales_and_zeros.dtype, device=qtiles.device)

@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from awq_autoselect._awq import fused_modules, hf_model_of
@@ -82,6 +83,11 @@ _RETRYABLE: tuple[type[BaseException], ...] = (*_KERNEL_ERRORS, ProbeMismatchErr
 def _merged(first: TrialReport, second: TrialReport) -> TrialReport:
     """One report of two runs' results for one device (the kernels of the two are disjoint)."""
     return TrialReport(first.device, first.results + second.results, first.from_cache + second.from_cache)
+
+
+def _trial_attempts(broken: Iterable[tuple[Kernel, str]]) -> list[Attempt]:
+    """Kernels whose trial failed, as the attempts they are (never built in this process)."""
+    return [Attempt(k, False, "trial", False, None, f"failed its trial in a child process: {why}") for k, why in broken]
 
 
 def _release(device: torch.device) -> None:
@@ -272,10 +278,13 @@ def load_quantized_auto(
     env = environment if environment is not None else probe_environment()
     trial_failures: list[tuple[Kernel, str]] = []
     untrialed: set[Kernel] = set()  # fallbacks whose trial waits until the load needs them
-    rows: tuple[int, int] = (1, 1)
+    work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
+
+    def trial(kernels: Sequence[Kernel]) -> TrialReport:
+        return run_trials(info, kernels, device=str(dev), rows=(work.decode_rows, work.prefill_rows))
+
     if selection is None:
         capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
-        work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
 
         def select(measured: TrialReport | bool | None) -> Selection:
             return select_awq_version(
@@ -295,21 +304,17 @@ def load_quantized_auto(
             # decides what happens when the chosen one then fails to load). A named version needs its own trial;
             # the rest of the chain's only once the load moves past it (fallback on): at once when its trial
             # breaks (to rank the fallbacks), or when it fails to load or probe (below).
-            rows = (work.decode_rows, work.prefill_rows)
             to_try = selection.chain if requested == "auto" else selection.chain[:1]
-            measured = run_trials(info, to_try, device=str(dev), rows=rows)
+            measured = trial(to_try)
             rest = selection.chain[len(to_try) :] if fallback else []
             if rest and to_try[0] in measured.broken:
-                measured = _merged(measured, run_trials(info, rest, device=str(dev), rows=rows))
+                measured = _merged(measured, trial(rest))
                 to_try, rest = selection.chain, []
             trial_failures = [(k, measured.broken[k]) for k in to_try if k in measured.broken]
             selection = select(measured)
             untrialed = set(rest)
     # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
-    attempts: list[Attempt] = [
-        Attempt(kernel, False, "trial", False, None, f"failed its trial in a child process: {reason}")
-        for kernel, reason in trial_failures
-    ]
+    attempts = _trial_attempts(trial_failures)
     chain = list(selection.chain)
     if (
         requested != "auto"
@@ -330,12 +335,9 @@ def load_quantized_auto(
     while index + 1 < len(chain):
         index += 1
         if index > 0 and untrialed.intersection(chain[index:]):  # past the named kernel: build no untried one
-            extra = run_trials(info, [k for k in chain[index:] if k in untrialed], device=str(dev), rows=rows)
+            extra = trial([k for k in chain[index:] if k in untrialed])
             untrialed.clear()
-            attempts += [
-                Attempt(k, False, "trial", False, None, f"failed its trial in a child process: {reason}")
-                for k, reason in extra.broken.items()
-            ]
+            attempts += _trial_attempts(extra.broken.items())
             chain[index:] = [k for k in chain[index:] if k not in extra.broken]
             if index >= len(chain):
                 break
