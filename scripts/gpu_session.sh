@@ -15,7 +15,7 @@
 #   prefill7b  bench: TTFT of a 512-token prompt, eager forward, torch_int4 against fp16
 #   kernels7b  tune (batch 1 and 8) + select per decode mode and batch + bench gemv_fast, gemv, gemm, torch_int4,
 #              auto and fp16, eager and graph, batch 1 and 8
-#   auto7b     bench auto (its trials, no fallback), torch_int4 and gemv, eager and graph, batch 1 and 8
+#   auto7b     bench auto (its trials, no fallback), torch_int4, gemv and fp16, eager and graph, batch 1 and 8
 #   profprefill  scripts/profile_prefill.py: a 512-token prefill's wall and GPU time, torch_int4 and fp16
 # With AutoAWQ's kernels built for this machine, put their folder on PYTHONPATH with AWQ_KERNELS_DIR=/path.
 # Results: $OUT/results.tgz and $OUT/summary.txt (the device tool returns at most 8 files).
@@ -150,7 +150,7 @@ PY
         --batch-size 1,8 --prompt-tokens 128 --new-tokens 32 --repeats 2 --warmup 1
 }
 step_auto7b() {  # with AutoAWQ's kernels: what auto (no fallback) loads against the versions it chose between
-    bench bench-7b-auto 330 --versions auto,torch_int4,gemv --decode eager,graph --batch-size 1,8 \
+    bench bench-7b-auto 420 --versions auto,torch_int4,gemv --fp16 --decode eager,graph --batch-size 1,8 \
         --prompt-tokens 128 --new-tokens 32 --repeats 2 --warmup 1
 }
 step_profprefill() {
