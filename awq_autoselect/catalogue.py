@@ -162,6 +162,11 @@ class KernelSpec:
     in_features_multiple: int = 1
     out_features_multiple: int = 1
     fusable: bool = False  # AutoAWQ's fused layers can use it (they also need awq_ext and flash-attn >= 2.6)
+    # AutoAWQ repacks its zero points as zero - 1 (GPTQ's convention; the kernel adds the 1 back): a zero point of
+    # 0 becomes -1, which borrows from the next zero point of its packed word (pack_exllama sums the shifted
+    # nibbles), and the layer computes wrong numbers (AWQ:awq/utils/packing_utils.py unpack_reorder_pack).
+    # Selection rejects the kernel for a checkpoint with such a zero point; its trials draw zero points from 1-15.
+    zero_minus_one: bool = False
 
     silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
     caveats: tuple[str, ...] = ()
@@ -336,6 +341,7 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
                 group_sizes=None,  # any group size that divides in_features
                 zero_point=frozenset({True}),
                 priority=Priority(decode=70, prefill=70, batch=60),
+                zero_minus_one=True,
                 # post_init calls exl_ext.make_q4 -> AttributeError on None at load (AWQ:exllama.py:73)
                 failure_stage=FailureStage.LOAD,
                 sources=("AWQ:awq/modules/linear/exllama.py", "KRN:awq_ext/exllama/exllama_ext.cpp"),
@@ -356,6 +362,7 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
                 out_features_multiple=32,
                 # PR #313: decode ~19% faster than GEMM at bs1, prefill 2x for context > 512, 0% at bs8.
                 priority=Priority(decode=85, prefill=95, batch=70),
+                zero_minus_one=True,
                 failure_stage=FailureStage.LOAD,  # make_q_matrix on None at load (AWQ:exllamav2.py:78)
                 sources=("AWQ:awq/modules/linear/exllamav2.py", "KRN:awq_ext/exllamav2/"),
             ),

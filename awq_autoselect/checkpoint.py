@@ -2,7 +2,8 @@
 
 Everything here works from ``config.json`` and the safetensors headers (a little-endian length and a JSON
 table), so a checkpoint can be checked, its layout identified and its layer shapes listed on a machine that
-has neither torch nor a GPU. Nothing here writes to the checkpoint.
+has neither torch nor a GPU; :func:`count_zero_point_zeros` also reads the ``qzeros`` tensors (with numpy).
+Nothing here writes to the checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ __all__ = [
     "QuantConfig",
     "QuantizedLayer",
     "TensorMeta",
+    "ZeroPointCount",
+    "count_zero_point_zeros",
     "read_checkpoint",
     "read_safetensors_header",
 ]
@@ -189,6 +192,7 @@ class TensorMeta:
     shape: tuple[int, ...]
     file: Path
     nbytes: int
+    offset: int = 0  # where its bytes start in ``file`` (the 8-byte length and the header included)
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,9 @@ def read_safetensors_header(file: Path) -> dict[str, TensorMeta]:
                 f"{file}: tensor {name!r} declares {dtype}{list(shape)} but spans {end - begin} bytes"
             )
         end_max = max(end_max, end)
-        result[name] = TensorMeta(name=name, dtype=dtype, shape=shape, file=file, nbytes=expected)
+        result[name] = TensorMeta(
+            name=name, dtype=dtype, shape=shape, file=file, nbytes=expected, offset=data_start + begin
+        )
     if data_start + end_max > size:
         raise CorruptCheckpointError(
             f"{file}: truncated: the header needs {data_start + end_max} bytes but the file has {size}; "
@@ -461,3 +467,66 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
         layers=layers,
         config=config,
     )
+
+
+@dataclass(frozen=True)
+class ZeroPointCount:
+    """What :func:`count_zero_point_zeros` found: stored zero points equal to 0, over every quantized layer."""
+
+    zeros: int  # zero points that are 0
+    total: int  # zero points read (padding excluded)
+    first: str | None  # the first layer (module path) with one, or None
+
+    def __str__(self) -> str:
+        where = f" (first in {self.first})" if self.first else ""
+        return f"{self.zeros} of {self.total} zero points are 0{where}"
+
+
+def _read(meta: TensorMeta) -> bytes:
+    with open(meta.file, "rb") as fh:
+        fh.seek(meta.offset)
+        data = fh.read(meta.nbytes)
+    if len(data) != meta.nbytes:
+        raise CorruptCheckpointError(f"{meta.file}: tensor {meta.name!r} is cut short; re-download the checkpoint")
+    return data
+
+
+def count_zero_point_zeros(info: CheckpointInfo) -> ZeroPointCount:
+    """Count the stored zero points equal to 0 in every quantized layer. Reads the ``qzeros`` tensors only.
+
+    Some kernels cannot run them (AutoAWQ repacks ExLlama's zero points as ``zero - 1``: see
+    :attr:`awq_autoselect.catalogue.KernelSpec.zero_minus_one`). Per layout: GEMM and GEMV hold one 4-bit zero
+    point per nibble of ``qzeros`` (GEMV's padding nibbles past ``in_features / group`` are skipped); GEMV_fast
+    stores ``-scale * zero`` in float16, so a 0 there under a non-zero scale is a zero point of 0; Marlin stores
+    none.
+
+    Raises:
+        ImportError: numpy is not installed (transformers, a dependency, installs it).
+        CorruptCheckpointError: a ``qzeros`` tensor is shorter than its header says.
+    """
+    import numpy as np
+
+    zeros = total = 0
+    first: str | None = None
+    for layer in info.layers:
+        meta = info.tensors.get(f"{layer.prefix}.qzeros")
+        if meta is None or not info.quant.zero_point:
+            continue
+        groups = layer.in_features // info.quant.group_size_for(layer.in_features)
+        if meta.dtype == "F16":  # GEMV_fast: -scale * zero, [padded groups, out_features]
+            values = np.frombuffer(_read(meta), dtype="<f2").reshape(meta.shape)[:groups]
+            scales = np.frombuffer(_read(info.tensors[f"{layer.prefix}.scales"]), dtype="<f2")
+            # a group whose scale is 0 holds no zero point (it reads back as 8, docs/formats.md)
+            found = int(np.count_nonzero((values == 0) & (scales.reshape(meta.shape)[:groups] != 0)))
+        else:  # GEMM [groups, out/8] or GEMV [out, padded groups / 8]: int32 words of 8 nibbles
+            words = np.frombuffer(_read(meta), dtype="<u4").reshape(meta.shape)
+            nibbles = (words[:, :, None] >> np.arange(0, 32, 4, dtype=np.uint32)) & 0xF
+            values = nibbles.reshape(meta.shape[0], -1)
+            if layer.layout is Layout.GEMV:
+                values = values[:, :groups]
+            found = int(np.count_nonzero(values == 0))
+        zeros += found
+        total += int(values.size)
+        if found and first is None:
+            first = layer.prefix
+    return ZeroPointCount(zeros=zeros, total=total, first=first)

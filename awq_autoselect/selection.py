@@ -27,7 +27,7 @@ from packaging.specifiers import SpecifierSet
 from ._packages import satisfies
 from .capability import CapabilityLike, ComputeCapability
 from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kernel
-from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
+from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, count_zero_point_zeros, read_checkpoint
 from .devices import parse_device
 from .environment import Environment, probe_environment
 from .errors import InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
@@ -451,6 +451,39 @@ def _judge(
     )
 
 
+def _zero_point_rule(
+    candidates: list[Candidate], quant: QuantConfig | None, info: CheckpointInfo | None
+) -> list[Candidate]:
+    """Reject the viable kernels that cannot store a zero point of 0 (:attr:`KernelSpec.zero_minus_one`) when
+    the checkpoint has one; the qzeros are read only when such a kernel is otherwise viable."""
+    exposed = [c for c in candidates if c.viable and c.spec.zero_minus_one]
+    if not exposed or quant is None or not quant.zero_point:
+        return candidates
+    why = (
+        "AutoAWQ repacks this kernel's zero points as zero - 1 (awq/utils/packing_utils.py, unpack_reorder_pack): "
+        "a zero point of 0 becomes -1 and corrupts the next one in its packed word, so the layer computes wrong "
+        "numbers"
+    )
+    note = ""
+    if info is None:
+        note = f"zero points not checked (no checkpoint directory); {why} where a zero point is 0"
+    else:
+        try:
+            count = count_zero_point_zeros(info)
+        except ImportError:
+            note = f"zero points not checked (numpy is not installed); {why} where a zero point is 0"
+        else:
+            logger.debug("zero points of %s: %s", info.path, count)
+            if count.zeros:
+                reason = f"{why}; in this checkpoint {count}: use another kernel"
+                return [
+                    replace(c, viable=False, reasons=(reason,), notes=()) if c in exposed else c for c in candidates
+                ]
+    if note:
+        return [replace(c, notes=(*c.notes, note)) if c in exposed else c for c in candidates]
+    return candidates
+
+
 def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:
     """Viable first: measured ones by modeled time, then the others by published score; then the rejected."""
     order = {kernel: index for index, kernel in enumerate(CATALOGUE)}
@@ -623,6 +656,7 @@ def select_awq_version(
         )
         for spec in CATALOGUE.values()
     ]
+    judged = _zero_point_rule(judged, quant, info)
     report = _measurements(measurements, info, judged, device=device_type, index=device_index, work=work, env=env)
     if report is not None:
         judged = [_apply_measurements(c, report, work, device_type) for c in judged]

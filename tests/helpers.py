@@ -287,6 +287,26 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
     return dst
 
 
+def zero_one_zero_point(checkpoint: Path) -> str:
+    """Set the first zero point of the checkpoint's first quantized layer (by module path) to 0, in place, as its
+    layout stores it (a GEMM or GEMV nibble, GEMV_fast's ``-scale * zero`` term). Returns the layer's path. For a
+    copy the test made (see :func:`copy_checkpoint`)."""
+    from safetensors.torch import load_file, save_file
+
+    files = sorted(checkpoint.glob("*.safetensors"))
+    tensors = {file: load_file(str(file)) for file in files}
+    prefix = min(name[: -len(".qzeros")] for names in tensors.values() for name in names if name.endswith(".qzeros"))
+    for file, held in tensors.items():
+        if f"{prefix}.qzeros" in held:
+            qzeros = held[f"{prefix}.qzeros"]
+            if qzeros.dtype == torch.float16:
+                qzeros[0, 0] = 0.0
+            else:
+                qzeros[0, 0] = qzeros[0, 0] & ~0xF  # the first nibble: group 0 (GEMV) or output 0's order slot (GEMM)
+            save_file(held, str(file), metadata={"format": "pt"})
+    return prefix
+
+
 def edit_config(path: Path, **changes: object) -> None:
     config = json.loads((path / "config.json").read_text())
     for key, value in changes.items():

@@ -107,3 +107,45 @@ def test_cli_catalogue_prints_the_table() -> None:
     by_name = {row["kernel"]: row for row in rows}
     assert by_name["gemv"]["priority"] == dataclasses.asdict(CATALOGUE[Kernel.GEMV].priority)
     assert isinstance(KernelSpec.__doc__, str)
+
+
+def test_zero_minus_one_marks_the_kernels_whose_autoawq_layers_repack_zero_points_so() -> None:
+    """The flag follows AutoAWQ's source: the layer modules that call unpack_reorder_pack (which stores zero - 1)."""
+    import importlib
+    import inspect
+
+    for kernel, spec in CATALOGUE.items():
+        if not spec.module_class.startswith("awq."):
+            assert not spec.zero_minus_one, kernel
+            continue
+        module = importlib.import_module(spec.module_class.rsplit(".", 1)[0])
+        assert ("unpack_reorder_pack" in inspect.getsource(module)) == spec.zero_minus_one, kernel
+
+
+def test_autoawq_exllama_repacking_loses_a_zero_point_of_0_and_keeps_1_to_15() -> None:
+    """Why the flag exists, on AutoAWQ's own code: GEMM qzeros repacked by unpack_reorder_pack, read back the way
+    the ExLlama kernels read them (``(nibble + 1) & 0xF``, KRN:exllama/cuda_func/q4_matrix.cu, exllamav2 q_gemm)."""
+    import torch
+    from awq.utils.packing_utils import reverse_awq_order, unpack_awq, unpack_reorder_pack
+
+    gen = torch.Generator().manual_seed(0)
+    qweight = torch.randint(-(2**31), 2**31 - 1, (256, 8), generator=gen, dtype=torch.int32)
+
+    def exllama_zeros(zero_points: torch.Tensor) -> torch.Tensor:
+        words = torch.zeros((2, 8), dtype=torch.int32)
+        for slot, column in enumerate([0, 2, 4, 6, 1, 3, 5, 7]):  # AWQ's packing order within a word
+            words |= (zero_points.view(2, 8, 8)[:, :, column] & 0xF) << (4 * slot)
+        _, unpacked = reverse_awq_order(*unpack_awq(qweight, words, 4), 4)
+        assert torch.equal(unpacked & 0xF, zero_points)  # the words hold these zero points
+        _, repacked = unpack_reorder_pack(qweight, words, 4)
+        nibbles = torch.stack([(repacked >> (4 * i)) & 0xF for i in range(8)], dim=-1).view(2, 64)
+        return (nibbles + 1) & 0xF
+
+    from_one = torch.randint(1, 16, (2, 64), generator=gen, dtype=torch.int32)
+    assert torch.equal(exllama_zeros(from_one), from_one)
+    with_zero = from_one.clone()
+    with_zero[0, 0] = 0  # stored as -1
+    read = exllama_zeros(with_zero)
+    # pack_exllama sums the shifted nibbles: the -1 borrows from the next zero point of its word
+    assert int(read[0, 1]) == (int(with_zero[0, 1]) - 1) & 0xF
+    assert torch.equal(read[0, 8:], with_zero[0, 8:]) and torch.equal(read[1], with_zero[1])

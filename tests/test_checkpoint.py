@@ -170,3 +170,68 @@ def test_pickle_only_checkpoint(quantized: QuantizedFactory, tmp_path: Path) -> 
     (path / "model.safetensors").rename(path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="safetensors"):
         load_quantized_auto(path, device="cpu")
+
+
+# --- zero points of 0 (what ExLlama cannot store) ----------------------------------------------------------------
+
+
+def _zeros_by_unpacking(path: Path) -> tuple[int, int]:
+    """Zero points equal to 0 and in all, read by formats.unpack (torch) from the loaded tensors: an independent
+    decoder of each layout, against count_zero_point_zeros's numpy nibbles."""
+    import torch
+    from safetensors.torch import load_file
+
+    from awq_autoselect.formats import unpack
+
+    info = read_checkpoint(path)
+    held: dict[str, torch.Tensor] = {}
+    for file in info.weight_files:
+        held.update(load_file(str(file)))
+    zeros = total = 0
+    for layer in info.layers:
+        parts = {part: held[f"{layer.prefix}.{part}"] for part in ("qweight", "qzeros", "scales")}
+        weight = unpack(
+            layer.layout,
+            parts,
+            in_features=layer.in_features,
+            out_features=layer.out_features,
+            group_size=info.quant.group_size,
+        )
+        assert weight.zeros is not None
+        zeros += int((weight.zeros == 0).sum())
+        total += weight.zeros.numel()
+    return zeros, total
+
+
+@pytest.mark.parametrize(("version", "group_size"), [("gemm", 32), ("gemv", 32), ("gemv_fast", 128)])
+def test_zero_points_of_zero_are_counted_as_the_layout_stores_them(
+    quantized: QuantizedFactory, tmp_path: Path, unchanged: Callable[[Path], None], version: str, group_size: int
+) -> None:
+    from awq_autoselect.checkpoint import count_zero_point_zeros
+    from tests.helpers import zero_one_zero_point
+
+    original = quantized(version=version, group_size=group_size)
+    unchanged(original)  # the count reads the checkpoint, never writes it
+    found = count_zero_point_zeros(read_checkpoint(original))
+    assert (found.zeros, found.total) == _zeros_by_unpacking(original)
+    # padding is not counted: GEMV's 4 words per row hold 32 nibbles for 8 or 16 groups, GEMV_fast pads to 8 rows
+    assert found.total == sum(
+        layer.out_features * layer.in_features // group_size for layer in read_checkpoint(original).layers
+    )
+    edited = copy_checkpoint(original, tmp_path / "edited")
+    layer = zero_one_zero_point(edited)
+    after = count_zero_point_zeros(read_checkpoint(edited))
+    assert (after.zeros, after.total) == _zeros_by_unpacking(edited)
+    assert after.zeros == found.zeros + 1
+    assert after.first == (layer if found.first is None else min(layer, found.first))
+    assert f"{after.zeros} of {after.total} zero points are 0 (first in " in str(after)
+
+
+def test_a_random_weight_checkpoint_has_zero_points_of_zero(tmp_path: Path) -> None:
+    from awq_autoselect.checkpoint import count_zero_point_zeros
+    from awq_autoselect.testing.synthetic import make_synthetic_checkpoint
+
+    path = make_synthetic_checkpoint(tmp_path / "synthetic", shape="tiny", num_layers=1)
+    found = count_zero_point_zeros(read_checkpoint(path))
+    assert (found.zeros, found.total) == _zeros_by_unpacking(path)
+    assert found.total // 32 < found.zeros < found.total // 8  # uniform nibbles: about 1 in 16

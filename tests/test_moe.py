@@ -85,7 +85,8 @@ def test_moe_loads_exactly_in_float32_and_generates_the_reference_tokens(
     ref_logits, ref_tokens = references(model_type)
     model: Any
     model, report = load_quantized_auto(path, device="cpu", torch_dtype=torch.float32)
-    assert report.kernel is Kernel.TORCH_INT4
+    # auto measures both on this machine and takes the faster: tiny experts can go either way on a busy CPU
+    assert report.kernel in (Kernel.TORCH_INT4, Kernel.GEMM_TORCH)
     assert report.probe is not None
     assert report.probe.ok
     inner = hf_model_of(model)

@@ -750,3 +750,39 @@ def test_regex_of_docs_table_is_complete() -> None:
     for row in _doc_rows():
         for word in re.findall(r"[a-z_0-9]+", row[4] + " " + row[5]):
             assert word in names
+
+
+# --- zero points of 0: ExLlama and ExLlamaV2 cannot store them ---------------------------------------------------
+
+
+def test_kernels_that_store_zero_minus_one_are_rejected_for_a_checkpoint_with_a_zero_point_of_0(
+    quantized: QuantizedFactory, tmp_path: Path, unchanged: Callable[[Path], None]
+) -> None:
+    from tests.helpers import copy_checkpoint, zero_one_zero_point
+
+    exposed = {kernel for kernel, spec in CATALOGUE.items() if spec.zero_minus_one}
+    assert exposed == {Kernel.EXLLAMA, Kernel.EXLLAMAV2}
+    env = ENVIRONMENTS["autoawq"]()
+    original = quantized(version="gemm", group_size=128)
+    unchanged(original)
+    clean = select_awq_version(original, capability="8.6", environment=env)
+    assert exposed <= _viable(clean)  # AutoAWQ's own quantization of this model left no zero point at 0
+    assert not any("zero - 1" in note for kernel in exposed for note in clean.candidate(kernel).notes)
+
+    edited = copy_checkpoint(original, tmp_path / "edited")
+    layer = zero_one_zero_point(edited)
+    selection = select_awq_version(edited, capability="8.6", environment=env)
+    assert _viable(selection) == _viable(clean) - exposed
+    for kernel in exposed:
+        (reason,) = selection.rejected[kernel]
+        assert "zero - 1" in reason and "unpack_reorder_pack" in reason
+        assert "; in this checkpoint 1 of " in reason
+        assert f"zero points are 0 (first in {layer}): use another kernel" in reason
+    assert "zero - 1" in selection.explain()
+    with pytest.raises(VersionUnavailableError, match="zero - 1"):
+        select_awq_version(edited, version="exllamav2", capability="8.6", environment=env)
+
+    planned = select_awq_version(_checkpoint("gemm g128"), capability="8.6", environment=env)
+    for kernel in exposed:  # no directory: the rule cannot be checked, and says so
+        notes = planned.candidate(kernel).notes
+        assert any(note.startswith("zero points not checked (no checkpoint directory)") for note in notes)

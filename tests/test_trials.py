@@ -408,3 +408,16 @@ def test_bench_reports_a_crashing_version_and_measures_the_others(
     assert crashed.load is None  # never loaded in this process
     assert fine.status is Status.OK
     assert fine.batches[0].tpot_ms is not None
+
+
+def test_a_kernel_that_cannot_store_a_zero_point_of_0_is_tried_with_zero_points_from_1() -> None:
+    import torch
+
+    from awq_autoselect.trials.child import _random_weight
+
+    shape = LayerShape(in_features=512, out_features=256, count=1)
+    drawn = _random_weight(shape, 32, True, 0, torch.device("cpu"))
+    lifted = _random_weight(shape, 32, True, 0, torch.device("cpu"), lowest_zero=1)
+    assert drawn.zeros is not None and lifted.zeros is not None
+    assert (int(drawn.zeros.min()), int(drawn.zeros.max())) == (0, 15)
+    assert (int(lifted.zeros.min()), int(lifted.zeros.max())) == (1, 15)

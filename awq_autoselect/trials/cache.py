@@ -52,8 +52,9 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable naming the cache folder.
 CACHE_ENV = "AWQ_AUTOSELECT_CACHE_DIR"
-#: Version of what a trial measures and how; a new protocol invalidates every entry.
-PROTOCOL = 1
+#: Version of what a trial measures and how; a new protocol invalidates every entry. 2: kernels that cannot store
+#: a zero point of 0 (ExLlama, ExLlamaV2) are tried with zero points 1-15 (protocol 1 found them "wrong numbers").
+PROTOCOL = 2
 _SCHEMA = "awq-autoselect.trial/1"
 _ENTRY = re.compile(r"[0-9a-f]{32}\.json")
 

@@ -47,8 +47,10 @@ _L2_MULTIPLE = 2.5  # timed calls read at least this many L2 caches' worth of we
 
 
 def _random_weight(
-    shape: LayerShape, group_size: int, zero_point: bool, seed: int, device: torch.device
+    shape: LayerShape, group_size: int, zero_point: bool, seed: int, device: torch.device, *, lowest_zero: int = 0
 ) -> UnpackedWeight:
+    """Random weights of ``shape``; zero points from ``lowest_zero`` to 15 (1 for a kernel that cannot store 0:
+    selection rejects it for a checkpoint that has one, so its trial measures the zero points it will get)."""
     import torch
 
     from awq_autoselect.formats import UnpackedWeight
@@ -57,7 +59,11 @@ def _random_weight(
     group = k if group_size == -1 else group_size
     gen = torch.Generator(device=device).manual_seed(seed)
     q = torch.randint(0, 16, (n, k), generator=gen, device=device, dtype=torch.uint8)
-    z = torch.randint(0, 16, (n, k // group), generator=gen, device=device, dtype=torch.uint8) if zero_point else None
+    z = (
+        torch.randint(lowest_zero, 16, (n, k // group), generator=gen, device=device, dtype=torch.uint8)
+        if zero_point
+        else None
+    )
     # Scales near 1/(4 sqrt(K)): outputs of unit-variance inputs stay O(1), as in a real model.
     spread = torch.rand((n, k // group), generator=gen, device=device)
     s = (0.75 + 0.5 * spread).mul_(1.0 / (4.0 * math.sqrt(k))).to(torch.float16)
@@ -208,13 +214,17 @@ def _measure(
     want_graph = bool(job.get("graph", True)) and device.type == "cuda"
     seed = int(job.get("seed", 0))  # type: ignore[call-overload]
     notes: list[str] = []
+    lowest_zero = 1 if CATALOGUE[kernel].zero_minus_one else 0
+    if lowest_zero and zero_point:
+        notes.append("zero points drawn from 1-15: the kernel cannot store 0 (selection checks the checkpoint's)")
     graph_ok = want_graph
     results: list[ShapeResult] = []
     with torch.inference_mode():
         for index, shape in enumerate(shapes):
             sets = _sets(shape, device)
             weights = [
-                _random_weight(shape, group_size, zero_point, seed + 97 * index + i, device) for i in range(sets)
+                _random_weight(shape, group_size, zero_point, seed + 97 * index + i, device, lowest_zero=lowest_zero)
+                for i in range(sets)
             ]
             layers = list(build_layers(kernel, weights, device=device, dtype=dtype, max_rows=max(rows)))
             error = _check(layers[0], weights[0], rows, dtype, device)
