@@ -483,46 +483,79 @@ class ZeroPointCount:
 
 
 def _read(meta: TensorMeta) -> bytes:
-    with open(meta.file, "rb") as fh:
-        fh.seek(meta.offset)
-        data = fh.read(meta.nbytes)
+    try:
+        with open(meta.file, "rb") as fh:
+            fh.seek(meta.offset)
+            data = fh.read(meta.nbytes)
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{meta.file}: cannot read tensor {meta.name!r}: {exc}") from exc
     if len(data) != meta.nbytes:
         raise CorruptCheckpointError(f"{meta.file}: tensor {meta.name!r} is cut short; re-download the checkpoint")
     return data
 
 
+# (checkpoint path, (file, size, mtime) of every weight file) -> its count: a load selects twice
+_COUNTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], ZeroPointCount] = {}
+_COUNTS_KEPT = 8
+
+
 def count_zero_point_zeros(info: CheckpointInfo) -> ZeroPointCount:
-    """Count the stored zero points equal to 0 in every quantized layer. Reads the ``qzeros`` tensors only.
+    """Count the stored zero points equal to 0 in every quantized layer. Reads the ``qzeros`` tensors only (once
+    per checkpoint and process while its files are unchanged).
 
     Some kernels cannot run them (AutoAWQ repacks ExLlama's zero points as ``zero - 1``: see
     :attr:`awq_autoselect.catalogue.KernelSpec.zero_minus_one`). Per layout: GEMM and GEMV hold one 4-bit zero
     point per nibble of ``qzeros`` (GEMV's padding nibbles past ``in_features / group`` are skipped); GEMV_fast
     stores ``-scale * zero`` in float16, so a 0 there under a non-zero scale is a zero point of 0; Marlin stores
-    none.
+    none. What is stored is counted, whatever ``zero_point`` says: the kernels use it as stored.
 
     Raises:
         ImportError: numpy is not installed (transformers, a dependency, installs it).
-        CorruptCheckpointError: a ``qzeros`` tensor is shorter than its header says.
+        CorruptCheckpointError: a weights file cannot be read, or its ``qzeros`` do not fit the layer.
     """
+    try:
+        stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in info.weight_files)
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{info.path}: cannot read the weights files: {exc}") from exc
+    key = (str(info.path), stamps)
+    if key not in _COUNTS:
+        if len(_COUNTS) >= _COUNTS_KEPT:
+            _COUNTS.pop(next(iter(_COUNTS)))
+        _COUNTS[key] = _count(info)
+    return _COUNTS[key]
+
+
+def _count(info: CheckpointInfo) -> ZeroPointCount:
     import numpy as np
 
     zeros = total = 0
     first: str | None = None
     for layer in info.layers:
         meta = info.tensors.get(f"{layer.prefix}.qzeros")
-        if meta is None or not info.quant.zero_point:
+        if meta is None:
             continue
         groups = layer.in_features // info.quant.group_size_for(layer.in_features)
         if meta.dtype == "F16":  # GEMV_fast: -scale * zero, [padded groups, out_features]
+            scales_meta = info.tensors[f"{layer.prefix}.scales"]
+            if scales_meta.shape != meta.shape or meta.shape[0] < groups:
+                raise CorruptCheckpointError(
+                    f"{meta.file}: {meta.name} {list(meta.shape)} and its scales {list(scales_meta.shape)} do not "
+                    f"fit {groups} groups of {layer.out_features} outputs: the weights file is damaged"
+                )
             values = np.frombuffer(_read(meta), dtype="<f2").reshape(meta.shape)[:groups]
-            scales = np.frombuffer(_read(info.tensors[f"{layer.prefix}.scales"]), dtype="<f2")
+            scales = np.frombuffer(_read(scales_meta), dtype="<f2").reshape(meta.shape)[:groups]
             # a group whose scale is 0 holds no zero point (it reads back as 8, docs/formats.md)
-            found = int(np.count_nonzero((values == 0) & (scales.reshape(meta.shape)[:groups] != 0)))
+            found = int(np.count_nonzero((values == 0) & (scales != 0)))
         else:  # GEMM [groups, out/8] or GEMV [out, padded groups / 8]: int32 words of 8 nibbles
             words = np.frombuffer(_read(meta), dtype="<u4").reshape(meta.shape)
             nibbles = (words[:, :, None] >> np.arange(0, 32, 4, dtype=np.uint32)) & 0xF
             values = nibbles.reshape(meta.shape[0], -1)
             if layer.layout is Layout.GEMV:
+                if values.shape[1] < groups:
+                    raise CorruptCheckpointError(
+                        f"{meta.file}: {meta.name} {list(meta.shape)} holds {values.shape[1]} zero points per "
+                        f"output, the layer has {groups} groups: the weights file is damaged"
+                    )
                 values = values[:, :groups]
             found = int(np.count_nonzero(values == 0))
         zeros += found

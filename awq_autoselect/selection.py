@@ -41,6 +41,7 @@ __all__ = [
     "Workload",
     "layout_conversion",
     "select_awq_version",
+    "zero_point_rejection",
 ]
 
 
@@ -451,37 +452,42 @@ def _judge(
     )
 
 
+_ZERO_MINUS_ONE = (
+    "AutoAWQ repacks this kernel's zero points as zero - 1 (awq/utils/packing_utils.py, unpack_reorder_pack): a "
+    "zero point of 0 becomes -1, which borrows from the next zero point of its packed word, so the layer computes "
+    "wrong numbers"
+)
+
+
+def zero_point_rejection(info: CheckpointInfo) -> str | None:
+    """Why a kernel with :attr:`KernelSpec.zero_minus_one` cannot run ``info``'s weights, or ``None`` when it can
+    (no stored zero point is 0). Reads the qzeros once per checkpoint and process; never raises ImportError (a
+    count that cannot be made rejects the kernel: its failure is silent)."""
+    try:
+        count = count_zero_point_zeros(info)
+    except ImportError:
+        return f"{_ZERO_MINUS_ONE} where a zero point is 0, and numpy (to check them) is missing: pip install numpy"
+    logger.debug("zero points of %s: %s", info.path, count)
+    if not count.zeros:
+        return None
+    return f"{_ZERO_MINUS_ONE}; in this checkpoint {count}: use another kernel"
+
+
 def _zero_point_rule(
     candidates: list[Candidate], quant: QuantConfig | None, info: CheckpointInfo | None
 ) -> list[Candidate]:
-    """Reject the viable kernels that cannot store a zero point of 0 (:attr:`KernelSpec.zero_minus_one`) when
-    the checkpoint has one; the qzeros are read only when such a kernel is otherwise viable."""
+    """Reject the viable kernels that cannot store a zero point of 0 when the checkpoint has one; the qzeros are
+    read only when such a kernel is otherwise viable. Without a checkpoint directory, say what was not checked."""
     exposed = [c for c in candidates if c.viable and c.spec.zero_minus_one]
-    if not exposed or quant is None or not quant.zero_point:
+    if not exposed or quant is None:
         return candidates
-    why = (
-        "AutoAWQ repacks this kernel's zero points as zero - 1 (awq/utils/packing_utils.py, unpack_reorder_pack): "
-        "a zero point of 0 becomes -1 and corrupts the next one in its packed word, so the layer computes wrong "
-        "numbers"
-    )
-    note = ""
     if info is None:
-        note = f"zero points not checked (no checkpoint directory); {why} where a zero point is 0"
-    else:
-        try:
-            count = count_zero_point_zeros(info)
-        except ImportError:
-            note = f"zero points not checked (numpy is not installed); {why} where a zero point is 0"
-        else:
-            logger.debug("zero points of %s: %s", info.path, count)
-            if count.zeros:
-                reason = f"{why}; in this checkpoint {count}: use another kernel"
-                return [
-                    replace(c, viable=False, reasons=(reason,), notes=()) if c in exposed else c for c in candidates
-                ]
-    if note:
+        note = f"zero points not checked (no checkpoint directory); {_ZERO_MINUS_ONE} where a zero point is 0"
         return [replace(c, notes=(*c.notes, note)) if c in exposed else c for c in candidates]
-    return candidates
+    reason = zero_point_rejection(info)
+    if reason is None:
+        return candidates
+    return [replace(c, viable=False, reasons=(reason,), notes=()) if c in exposed else c for c in candidates]
 
 
 def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:

@@ -124,7 +124,8 @@ def test_zero_minus_one_marks_the_kernels_whose_autoawq_layers_repack_zero_point
 
 def test_autoawq_exllama_repacking_loses_a_zero_point_of_0_and_keeps_1_to_15() -> None:
     """Why the flag exists, on AutoAWQ's own code: GEMM qzeros repacked by unpack_reorder_pack, read back the way
-    the ExLlama kernels read them (``(nibble + 1) & 0xF``, KRN:exllama/cuda_func/q4_matrix.cu, exllamav2 q_gemm)."""
+    the ExLlama kernels read them (``(nibble + 1) & 0x0f``: KRN:awq_ext/exllama/cuda_func/q4_matmul.cu and
+    q4_matrix.cu, KRN:awq_ext/exllamav2/cuda/q_gemm_kernel_gptq.cuh)."""
     import torch
     from awq.utils.packing_utils import reverse_awq_order, unpack_awq, unpack_reorder_pack
 
@@ -146,6 +147,8 @@ def test_autoawq_exllama_repacking_loses_a_zero_point_of_0_and_keeps_1_to_15() -
     with_zero = from_one.clone()
     with_zero[0, 0] = 0  # stored as -1
     read = exllama_zeros(with_zero)
-    # pack_exllama sums the shifted nibbles: the -1 borrows from the next zero point of its word
+    # pack_exllama sums the shifted nibbles: the -1 borrows from the next zero point of its word (the 0 itself
+    # reads back, as 15 + 1 masked)
+    assert int(read[0, 0]) == 0
     assert int(read[0, 1]) == (int(with_zero[0, 1]) - 1) & 0xF
     assert torch.equal(read[0, 8:], with_zero[0, 8:]) and torch.equal(read[1], with_zero[1])

@@ -235,3 +235,35 @@ def test_a_random_weight_checkpoint_has_zero_points_of_zero(tmp_path: Path) -> N
     found = count_zero_point_zeros(read_checkpoint(path))
     assert (found.zeros, found.total) == _zeros_by_unpacking(path)
     assert found.total // 32 < found.zeros < found.total // 8  # uniform nibbles: about 1 in 16
+
+
+def test_a_zero_term_under_a_zero_scale_is_no_zero_point_in_gemv_fast(
+    quantized: QuantizedFactory, tmp_path: Path
+) -> None:
+    """GEMV_fast stores -scale * zero: under a scale of 0 the term is 0 whatever the zero point (formats reads 8)."""
+    from safetensors.torch import load_file, save_file
+
+    from awq_autoselect.checkpoint import count_zero_point_zeros
+
+    edited = copy_checkpoint(quantized(version="gemv_fast", group_size=128), tmp_path / "edited")
+    (file,) = sorted(edited.glob("*.safetensors"))
+    held = load_file(str(file))
+    prefix = min(name[: -len(".qzeros")] for name in held if name.endswith(".qzeros"))
+    held[f"{prefix}.qzeros"][0, 0] = 0.0
+    held[f"{prefix}.scales"][0, 0] = 0.0
+    save_file(held, str(file), metadata={"format": "pt"})
+    found = count_zero_point_zeros(read_checkpoint(edited))
+    assert (found.zeros, found.total) == _zeros_by_unpacking(edited)
+    assert found.zeros == 0
+
+
+def test_damaged_zero_points_are_a_checkpoint_error(quantized: QuantizedFactory, tmp_path: Path) -> None:
+    from awq_autoselect.checkpoint import count_zero_point_zeros
+
+    path = copy_checkpoint(quantized(version="gemm", group_size=128), tmp_path / "cut")
+    info = read_checkpoint(path)
+    (file,) = info.weight_files
+    with open(file, "r+b") as fh:  # cut the file after reading its header: the qzeros are gone
+        fh.truncate(min(t.offset for t in info.tensors.values()))
+    with pytest.raises(CorruptCheckpointError, match="qzeros"):
+        count_zero_point_zeros(info)

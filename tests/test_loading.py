@@ -184,3 +184,26 @@ def test_successful_loads_do_not_touch_the_checkpoint(
     unchanged(path)
     with pytest.warns(FallbackWarning):
         load_quantized_auto(path, "gemv", device="cpu")
+
+
+def test_a_selection_planned_without_the_directory_is_held_to_the_zero_point_rule(
+    quantized: QuantizedFactory, tmp_path: Path
+) -> None:
+    """A Selection planned from the quantization config alone cannot count zero points; the loader, which has
+    the directory, does, and skips ExLlama for a checkpoint with a zero point of 0 instead of building it."""
+    from awq_autoselect.checkpoint import read_checkpoint
+    from awq_autoselect.environment import Environment
+    from awq_autoselect.selection import select_awq_version
+    from tests.helpers import zero_one_zero_point
+
+    path = copy_checkpoint(quantized(version="gemm", group_size=128), tmp_path / "edited")
+    zero_one_zero_point(path)
+    planned_env = Environment.assume(["exllama"], torch_version="2.5.1")
+    plan = select_awq_version(read_checkpoint(path).quant, capability="8.6", device="cuda", environment=planned_env)
+    assert plan.chain == (Kernel.EXLLAMA, Kernel.GEMM_TORCH)
+    with pytest.warns(FallbackWarning, match="exllama"):
+        result = load_quantized_auto(path, device="cpu", selection=plan)
+    skipped, used = result.report.attempts
+    assert (skipped.kernel, skipped.ok, skipped.stage) == (Kernel.EXLLAMA, False, "skipped")
+    assert "zero - 1" in skipped.message and "in this checkpoint 1 of " in skipped.message
+    assert (used.kernel, used.ok, result.report.kernel) == (Kernel.GEMM_TORCH, True, Kernel.GEMM_TORCH)

@@ -786,3 +786,17 @@ def test_kernels_that_store_zero_minus_one_are_rejected_for_a_checkpoint_with_a_
     for kernel in exposed:  # no directory: the rule cannot be checked, and says so
         notes = planned.candidate(kernel).notes
         assert any(note.startswith("zero points not checked (no checkpoint directory)") for note in notes)
+
+
+def test_zero_points_that_cannot_be_counted_reject_the_kernels_that_need_the_count(
+    quantized: QuantizedFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import copy_checkpoint
+
+    path = copy_checkpoint(quantized(version="gemm", group_size=128), tmp_path / "fresh")  # nothing memoized
+    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy raises ImportError
+    selection = select_awq_version(path, capability="8.6", environment=ENVIRONMENTS["autoawq"]())
+    for kernel in (Kernel.EXLLAMA, Kernel.EXLLAMAV2):
+        (reason,) = selection.rejected[kernel]
+        assert "numpy (to check them) is missing: pip install numpy" in reason
+    assert Kernel.GEMV in _viable(selection)

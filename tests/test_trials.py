@@ -15,6 +15,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -421,3 +422,31 @@ def test_a_kernel_that_cannot_store_a_zero_point_of_0_is_tried_with_zero_points_
     assert drawn.zeros is not None and lifted.zeros is not None
     assert (int(drawn.zeros.min()), int(drawn.zeros.max())) == (0, 15)
     assert (int(lifted.zeros.min()), int(lifted.zeros.max())) == (1, 15)
+
+
+@pytest.mark.parametrize(("kernel", "lowest"), [(Kernel.EXLLAMA, 1), (Kernel.EXLLAMAV2, 1), (Kernel.GEMM_TORCH, 0)])
+def test_a_trial_draws_the_zero_points_its_kernel_can_store(
+    monkeypatch: pytest.MonkeyPatch, kernel: Kernel, lowest: int
+) -> None:
+    from awq_autoselect.trials import child
+
+    drawn: list[int] = []
+    original = child._random_weight
+
+    def recording(*args: Any, lowest_zero: int = 0) -> Any:
+        drawn.append(lowest_zero)
+        return original(*args, lowest_zero=lowest_zero)
+
+    monkeypatch.setattr(child, "_random_weight", recording)
+    job: dict[str, object] = {
+        "kernel": kernel.value,
+        "device": "cpu",
+        "shapes": [[256, 128, 1]],
+        "group_size": 128,
+        "zero_point": True,
+        "rows": [1],
+        "graph": False,
+        "tolerance": 0.02,
+    }
+    child.run_job(job)  # ExLlama cannot run on a CPU: broken after drawing its weights, which is what is checked
+    assert drawn and set(drawn) == {lowest}

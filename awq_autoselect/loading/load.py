@@ -272,7 +272,7 @@ def load_quantized_auto(
     import torch
 
     from awq_autoselect.environment import probe_environment
-    from awq_autoselect.selection import select_awq_version
+    from awq_autoselect.selection import select_awq_version, zero_point_rejection
 
     dev = resolve_device(device)
     env = environment if environment is not None else probe_environment()
@@ -316,12 +316,19 @@ def load_quantized_auto(
     # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
     attempts = _trial_attempts(trial_failures)
     chain = list(selection.chain)
+    rejected = dict(selection.rejected)
+    exposed = [k for k in chain if CATALOGUE[k].zero_minus_one]
+    zero_reason = zero_point_rejection(info) if exposed else None  # a selection given without the directory
+    if zero_reason is not None:
+        rejected.update((k, (zero_reason,)) for k in exposed)
+        attempts += [Attempt(k, False, "skipped", False, None, zero_reason) for k in exposed if k.value != requested]
+        chain = [k for k in chain if k not in exposed]
     if (
         requested != "auto"
         and (not chain or chain[0].value != requested)
         and Kernel(requested) not in dict(trial_failures)
     ):
-        reasons = selection.rejected.get(Kernel(requested), ("not viable here",))
+        reasons = rejected.get(Kernel(requested), ("not viable here",))
         attempts.append(Attempt(Kernel(requested), False, "skipped", False, None, "; ".join(reasons)))
         if not fallback:
             raise VersionUnavailableError(
