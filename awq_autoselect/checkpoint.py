@@ -514,10 +514,10 @@ def count_zero_point_zeros(info: CheckpointInfo) -> ZeroPointCount:
         CorruptCheckpointError: a weights file cannot be read, or its ``qzeros`` do not fit the layer.
     """
     try:
-        stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in info.weight_files)
+        stats = [(str(f), f.stat()) for f in info.weight_files]
     except OSError as exc:
         raise CorruptCheckpointError(f"{info.path}: cannot read the weights files: {exc}") from exc
-    key = (str(info.path), stamps)
+    key = (str(info.path), tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats))
     if key not in _COUNTS:
         if len(_COUNTS) >= _COUNTS_KEPT:
             _COUNTS.pop(next(iter(_COUNTS)))

@@ -39,9 +39,9 @@ __all__ = [
     "Candidate",
     "Selection",
     "Workload",
+    "checkpoint_rejections",
     "layout_conversion",
     "select_awq_version",
-    "zero_point_rejection",
 ]
 
 
@@ -459,7 +459,7 @@ _ZERO_MINUS_ONE = (
 )
 
 
-def zero_point_rejection(info: CheckpointInfo) -> str | None:
+def _zero_point_rejection(info: CheckpointInfo) -> str | None:
     """Why a kernel with :attr:`KernelSpec.zero_minus_one` cannot run ``info``'s weights, or ``None`` when it can
     (no stored zero point is 0). Reads the qzeros once per checkpoint and process; never raises ImportError (a
     count that cannot be made rejects the kernel: its failure is silent)."""
@@ -484,10 +484,17 @@ def _zero_point_rule(
     if info is None:
         note = f"zero points not checked (no checkpoint directory); {_ZERO_MINUS_ONE} where a zero point is 0"
         return [replace(c, notes=(*c.notes, note)) if c in exposed else c for c in candidates]
-    reason = zero_point_rejection(info)
+    reason = _zero_point_rejection(info)
     if reason is None:
         return candidates
     return [replace(c, viable=False, reasons=(reason,), notes=()) if c in exposed else c for c in candidates]
+
+
+def checkpoint_rejections(selection: Selection, info: CheckpointInfo) -> dict[Kernel, str]:
+    """The kernels of ``selection.chain`` that the checks needing ``info``'s weights files reject, with why: those
+    of a selection planned without the checkpoint directory (zero points); none for one made with it."""
+    candidates = _zero_point_rule(list(selection.candidates), info.quant, info)
+    return {c.kernel: "; ".join(c.reasons) for c in candidates if c.kernel in selection.chain and not c.viable}
 
 
 def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:

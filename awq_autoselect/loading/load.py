@@ -272,7 +272,7 @@ def load_quantized_auto(
     import torch
 
     from awq_autoselect.environment import probe_environment
-    from awq_autoselect.selection import select_awq_version, zero_point_rejection
+    from awq_autoselect.selection import checkpoint_rejections, select_awq_version
 
     dev = resolve_device(device)
     env = environment if environment is not None else probe_environment()
@@ -317,12 +317,10 @@ def load_quantized_auto(
     attempts = _trial_attempts(trial_failures)
     chain = list(selection.chain)
     rejected = dict(selection.rejected)
-    exposed = [k for k in chain if CATALOGUE[k].zero_minus_one]
-    zero_reason = zero_point_rejection(info) if exposed else None  # a selection given without the directory
-    if zero_reason is not None:
-        rejected.update((k, (zero_reason,)) for k in exposed)
-        attempts += [Attempt(k, False, "skipped", False, None, zero_reason) for k in exposed if k.value != requested]
-        chain = [k for k in chain if k not in exposed]
+    late = checkpoint_rejections(selection, info)  # a selection given, planned without the directory
+    rejected.update((k, (why,)) for k, why in late.items())
+    attempts += [Attempt(k, False, "skipped", False, None, why) for k, why in late.items() if k.value != requested]
+    chain = [k for k in chain if k not in late]
     if (
         requested != "auto"
         and (not chain or chain[0].value != requested)
