@@ -58,6 +58,7 @@ class Kernel(str, enum.Enum):
     EXLLAMAV2 = "exllamav2"
     IPEX = "ipex"
     TORCH_INT4 = "torch_int4"  # PyTorch's own int4 weight-only kernel (tinygemm); added by awq_autoselect
+    GEMV_TRITON = "gemv_triton"  # awq_autoselect's own Triton kernel for batch-1 decode
 
     def __str__(self) -> str:
         return self.value
@@ -167,6 +168,9 @@ class KernelSpec:
     # nibbles), and the layer computes wrong numbers (AWQ:awq/utils/packing_utils.py unpack_reorder_pack).
     # Selection rejects the kernel for a checkpoint with such a zero point; its trials draw zero points from 1-15.
     zero_minus_one: bool = False
+    # Its layers call their kernel through a torch custom op (with a fake implementation), which torch.compile
+    # traces although the kernel itself lives in an extension (Triton).
+    custom_op: bool = False
 
     silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
     caveats: tuple[str, ...] = ()
@@ -175,8 +179,9 @@ class KernelSpec:
     @property
     def traceable(self) -> bool:
         """Whether torch.compile can trace its layers: no compiled extension is called in them (Dynamo cannot see
-        into pybind11 functions, H200 run 2026-12-01). Untraceable kernels decode from a CUDA graph uncompiled."""
-        return self.extension is None
+        into pybind11 functions, H200 run 2026-12-01), or only through a custom op. Untraceable kernels decode from
+        a CUDA graph uncompiled."""
+        return self.extension is None or self.custom_op
 
     def ops_for(self, device_type: str) -> tuple[str, ...]:
         """The aten ops this kernel calls on ``device_type`` (empty for none)."""
@@ -407,6 +412,28 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
                     "rounding (docs/torch-int4.md)",
                 ),
                 sources=("H200: research/h200-measurements.md (2.3 ms/token vs 7.7 ms Triton GEMM)",),
+            ),
+            KernelSpec(
+                kernel=Kernel.GEMV_TRITON,
+                summary="awq_autoselect's Triton gemv for batch-1 decode on AWQ weights repacked at load "
+                "(dequantize + cuBLAS from 5 rows)",
+                module_class="awq_autoselect.kernels.triton_int4.TritonInt4Linear",
+                layout=Layout.GEMM,
+                extension="triton",
+                custom_op=True,
+                devices=frozenset({"cuda"}),
+                min_capability=_cc("8.0"),  # Triton's supported NVIDIA GPUs
+                sass_targets=None,  # Triton compiles for the local GPU
+                group_sizes=frozenset({32, 64, 128, 256}),  # the gemv layout needs a power of two >= 32
+                zero_point=frozenset({True}),
+                torch=SpecifierSet(">=2.4"),  # torch.library.custom_op
+                in_features_multiple=32,
+                out_features_multiple=4,  # rows are interleaved by 4
+                # No published ranking: below torch_int4 until the trials measure it on this machine.
+                priority=Priority(decode=75, prefill=55, batch=30),
+                failure_stage=FailureStage.LOAD,  # repacked and tuned at load: a Triton that cannot compile fails there
+                caveats=("fast at 1 row only; more rows read the weights again (up to 4) or dequantize per call",),
+                sources=("H200: docs/benchmarks.md (per-layer table)",),
             ),
         )
     }

@@ -12,4 +12,6 @@ python3 -m pip download -q --no-deps $P -d .whl datasets==5.2.0 "dill<0.4.2" "mu
     nvidia-ml-py==13.615.71
 # autoawq is an sdist on the registry: build its (pure Python) wheel here.
 python3 -m pip wheel -q --no-deps -w .whl autoawq==0.2.9
+# GemLite (a candidate measured beside the project's own kernels) is an sdist too; pure Python + Triton.
+python3 -m pip wheel -q --no-deps -w .whl gemlite==0.6.0.post2
 ls -la .whl

@@ -17,6 +17,10 @@
 #              auto and fp16, eager and graph, batch 1 and 8
 #   auto7b     bench auto (its trials, no fallback), torch_int4, gemv and fp16, eager and graph, batch 1 and 8
 #   profprefill  scripts/profile_prefill.py: a 512-token prefill's wall and GPU time, torch_int4 and fp16
+#   layers     scripts/bench_int4_layers.py: per-layer int4 matmuls at the 7B shapes (the gemv sweep, tinygemm,
+#              fp16 cuBLAS), one row
+#   triton7b   bench through generate(): gemv_triton, torch_int4 and fp16, batch 1, prompt 128, 128 new tokens
+#   tests-gemv the GPU tests of the gemv kernels and gemv_triton
 # With AutoAWQ's kernels built for this machine, put their folder on PYTHONPATH with AWQ_KERNELS_DIR=/path.
 # Results: $OUT/results.tgz and $OUT/summary.txt (the device tool returns at most 8 files).
 set -uo pipefail
@@ -158,6 +162,19 @@ step_profprefill() {
     timeout 150 python3 scripts/profile_prefill.py "$CKPT" --prompt-tokens 512 --out "$RES/prefill-profile.json" \
         > "$RES/prefill-profile.txt" 2>&1
     log "profprefill exit $?"; grep -v Warning "$RES/prefill-profile.txt" | tail -16 | tee -a "$RES/summary.txt"
+}
+step_layers() {
+    log layers
+    timeout "$(( $(left) < 240 ? $(left) - 15 : 225 ))" python3 scripts/bench_int4_layers.py --out "$RES/layers-7b.json" \
+        --rows 1 --quick --no-gemlite --shapes 7b.qkv,7b.o,7b.gate_up,7b.down > "$RES/layers-7b.txt" 2>&1
+    log "layers exit $?"; grep -v -i warn "$RES/layers-7b.txt" | tee -a "$RES/summary.txt"
+}
+step_triton7b() {
+    bench bench-7b-gemv-triton 330 --versions gemv_triton,torch_int4 --fp16 --decode generate \
+        --prompt-tokens 128 --new-tokens 128 --repeats 3 --warmup 1
+}
+step_tests_gemv() {
+    gpu_tests tests-gemv tests/test_int4_gemv.py tests/test_triton_int4.py
 }
 for step in ${STEPS//,/ }; do
     "step_${step//-/_}" || log "step $step failed"

@@ -160,7 +160,7 @@ def test_docs_worked_table(row: tuple[str, str, str, str, str, str]) -> None:
 # autoawq-kernels wheel images sm_75-sm_90 without PTX, awq_v2_ext sm_80-sm_90; Marlin, Triton and tinygemm
 # need sm_80 and are compiled for the local GPU).
 _AWQ_EXT = {Kernel.GEMM, Kernel.GEMV, Kernel.EXLLAMA, Kernel.EXLLAMAV2}
-_SM80_LOCAL = {Kernel.MARLIN, Kernel.GEMM_TRITON, Kernel.TORCH_INT4}
+_SM80_LOCAL = {Kernel.MARLIN, Kernel.GEMM_TRITON, Kernel.TORCH_INT4, Kernel.GEMV_TRITON}
 _EXPECTED_ON_GPU = {
     "6.1": {Kernel.GEMM_TORCH},
     "7.0": {Kernel.GEMM_TORCH},
@@ -194,7 +194,9 @@ def test_generation_nothing_installed_current_torch(generation: str, capability:
     selection = select_awq_version(_checkpoint("gemm g128"), capability=capability, environment=env)
     sm80 = ComputeCapability.parse(capability) >= (8, 0)
     assert selection.kernel is (Kernel.TORCH_INT4 if sm80 else Kernel.GEMM_TORCH), generation
-    expected = {Kernel.TORCH_INT4, Kernel.GEMM_TRITON, Kernel.GEMM_TORCH} if sm80 else {Kernel.GEMM_TORCH}
+    expected = (
+        {Kernel.TORCH_INT4, Kernel.GEMM_TRITON, Kernel.GEMV_TRITON, Kernel.GEMM_TORCH} if sm80 else {Kernel.GEMM_TORCH}
+    )
     assert _viable(selection) == expected
     assert "awq_ext: not assumed installed" in " ".join(selection.rejected[Kernel.GEMV])
 
@@ -261,6 +263,7 @@ _GROUP_OK = {
     Kernel.EXLLAMA: {32, 64, 128},
     Kernel.EXLLAMAV2: {32, 64, 128},
     Kernel.TORCH_INT4: {32, 64, 128},
+    Kernel.GEMV_TRITON: {32, 64, 128},
 }
 
 

@@ -3,9 +3,10 @@
 A decoder layer calls ``q_proj(h)``, ``k_proj(h)`` and ``v_proj(h)`` on the same tensor, and ``gate_proj(x)`` and
 ``up_proj(x)`` likewise. With :class:`~.torch_int4.TorchInt4Linear` each call is one tinygemm launch that reads
 its weights; fused, one launch reads all three (or two) weight matrices, whose shape tinygemm runs at a higher
-fraction of the memory bandwidth (docs/torch-int4.md). The fusion is exact: tinygemm's tile layout is contiguous
-per 8 output rows, so the fused module's tiles are the members' tiles one after another, and every output
-element is computed from the same packed values, scales and zeros as before.
+fraction of the memory bandwidth (docs/torch-int4.md). :class:`~.triton_int4.TritonInt4Linear` layers fuse the
+same way. The fusion is exact: both layouts are contiguous per block of output rows (8 for tinygemm's tiles, 4 for
+the gemv layout), so the fused module's state is the members' one after another, and every output element is
+computed from the same packed values, scales and zeros as before.
 
 How the model keeps calling its projections: each member (``q_proj`` ...) becomes a :class:`FusedProjection`
 that, called with a tensor, runs the fused matmul once and hands every member its slice of the output. A member
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from .torch_int4 import TorchInt4Linear
+from .triton_int4 import TritonInt4Linear
 
 __all__ = ["FUSED_GROUPS", "FusedProjection", "fuse_projections"]
 
@@ -29,7 +31,7 @@ FUSED_GROUPS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("g
 class _Shared:
     """The fused matmul of one group, and its last output while members are still collecting their slices."""
 
-    def __init__(self, fused: TorchInt4Linear, members: int) -> None:
+    def __init__(self, fused: TorchInt4Linear | TritonInt4Linear, members: int) -> None:
         self.fused = fused
         self.members = members
         self.input: torch.Tensor | None = None
@@ -69,6 +71,39 @@ class FusedProjection(torch.nn.Module):
         return f"outputs [{self.start}, {self.end}) of a fused {self.fused.out_features}-output projection"
 
 
+def _fusable_triton(members: list[TritonInt4Linear]) -> bool:
+    first = members[0]
+    return all(
+        m.in_features == first.in_features
+        and m.group_size == first.group_size
+        and (m.bias is None) == (first.bias is None)
+        and m.qweight.device == first.qweight.device
+        and m.dtype == first.dtype
+        and m.qweight.shape[2] == first.qweight.shape[2]
+        for m in members
+    )
+
+
+@torch.no_grad()
+def _fuse_triton(members: list[TritonInt4Linear]) -> TritonInt4Linear:
+    first = members[0]
+    fused = TritonInt4Linear(
+        first.in_features,
+        sum(m.out_features for m in members),
+        first.group_size,
+        bias=first.bias is not None,
+        device=first.qweight.device,
+        dtype=first.dtype,
+        gemv_max_rows=first.gemv_max_rows,
+    )
+    fused.qweight.copy_(torch.cat([m.qweight for m in members], dim=0))  # [N/4, ...]: blocks of 4 outputs
+    fused.scale_zero.copy_(torch.cat([m.scale_zero for m in members], dim=0))
+    if fused.bias is not None:
+        fused.bias.copy_(torch.cat([m.bias for m in members if m.bias is not None]))
+    fused.config = first.config
+    return fused
+
+
 def _fusable(members: list[TorchInt4Linear]) -> bool:
     first = members[0]
     return all(
@@ -104,7 +139,8 @@ def _fuse(members: list[TorchInt4Linear]) -> TorchInt4Linear:
 
 
 def fuse_projections(model: torch.nn.Module) -> int:
-    """Fuse every group of :data:`FUSED_GROUPS` whose members are compatible ``TorchInt4Linear`` layers.
+    """Fuse every group of :data:`FUSED_GROUPS` whose members are compatible ``TorchInt4Linear`` layers (or
+    compatible ``TritonInt4Linear`` layers).
 
     Returns:
         The number of groups fused (2 per Llama decoder layer).
@@ -113,15 +149,23 @@ def fuse_projections(model: torch.nn.Module) -> int:
     for parent in list(model.modules()):
         for names in FUSED_GROUPS:
             members = [getattr(parent, name, None) for name in names]
-            if not all(isinstance(m, TorchInt4Linear) for m in members):
+            fused: TorchInt4Linear | TritonInt4Linear
+            if all(isinstance(m, TorchInt4Linear) for m in members):
+                tiled = [m for m in members if isinstance(m, TorchInt4Linear)]
+                if not _fusable(tiled):
+                    continue
+                fused, widths = _fuse(tiled), [m.out_features for m in tiled]
+            elif all(isinstance(m, TritonInt4Linear) for m in members):
+                blocked = [m for m in members if isinstance(m, TritonInt4Linear)]
+                if not _fusable_triton(blocked):
+                    continue
+                fused, widths = _fuse_triton(blocked), [m.out_features for m in blocked]
+            else:
                 continue
-            layers = [m for m in members if isinstance(m, TorchInt4Linear)]
-            if not _fusable(layers):
-                continue
-            shared = _Shared(_fuse(layers), len(layers))
+            shared = _Shared(fused, len(widths))
             start = 0
-            for name, layer in zip(names, layers, strict=True):
-                setattr(parent, name, FusedProjection(shared, start, start + layer.out_features))
-                start += layer.out_features
+            for name, width in zip(names, widths, strict=True):
+                setattr(parent, name, FusedProjection(shared, start, start + width))
+                start += width
             count += 1
     return count

@@ -21,6 +21,7 @@ from awq_autoselect.catalogue import CATALOGUE, Kernel
 
 from .gemm import TorchGEMMLinear, TritonGEMMLinear  # importing it imports AutoAWQ (import_awq) first
 from .torch_int4 import TorchInt4Linear
+from .triton_int4 import TritonInt4Linear, tune_layers
 
 __all__ = ["build_layers"]
 
@@ -75,6 +76,11 @@ def build_layers(
     """
     if kernel is Kernel.TORCH_INT4:
         return torch.nn.ModuleList(TorchInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
+    if kernel is Kernel.GEMV_TRITON:
+        triton_layers = torch.nn.ModuleList(TritonInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
+        if device.type == "cuda":
+            tune_layers(triton_layers)
+        return triton_layers.eval()
     layout = CATALOGUE[kernel].layout
     cls = _layer_class(kernel)
     layers: list[torch.nn.Module] = []

@@ -210,5 +210,19 @@ def build_model(
         groups = fuse_projections(inner)
         if groups:
             conversions.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
+    elif kernel is Kernel.GEMV_TRITON:
+        from awq_autoselect.kernels.fusion import fuse_projections
+        from awq_autoselect.kernels.triton_int4 import convert_model_to_triton_int4, tune_layers
+
+        inner = hf_model_of(model)
+        assert isinstance(inner, torch.nn.Module)
+        count = convert_model_to_triton_int4(inner, dtype=dtype)
+        conversions.append(f"gemm -> gemv_triton: {count} layers repacked for the Triton gemv kernel ({dtype})")
+        groups = fuse_projections(inner)
+        if groups:
+            conversions.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
+        if device.type == "cuda":
+            tuned = tune_layers(inner)
+            conversions.append("gemv launch configurations: " + ", ".join(f"{k} {v}" for k, v in tuned.items()))
     model.eval()
     return model
