@@ -165,13 +165,15 @@ step_profprefill() {
 }
 step_layers() {
     log layers
-    timeout "$(( $(left) < 240 ? $(left) - 15 : 225 ))" python3 scripts/bench_int4_layers.py --out "$RES/layers-7b.json" \
+    timeout "$(( $(left) < ${LAYERS_S:-225} + 15 ? $(left) - 15 : ${LAYERS_S:-225} ))" python3 scripts/bench_int4_layers.py --out "$RES/layers-7b.json" \
         --rows 1 --quick --no-gemlite --shapes 7b.qkv,7b.o,7b.gate_up,7b.down > "$RES/layers-7b.txt" 2>&1
     log "layers exit $?"; grep -v -i warn "$RES/layers-7b.txt" | tee -a "$RES/summary.txt"
 }
 step_triton7b() {
-    bench bench-7b-gemv-triton 330 --versions gemv_triton,torch_int4 --fp16 --decode generate \
-        --prompt-tokens 128 --new-tokens 128 --repeats 3 --warmup 1
+    # shellcheck disable=SC2086
+    bench bench-7b-gemv-triton 330 --versions "${TRITON7B_VERSIONS:-gemv_triton,torch_int4}" ${TRITON7B_FP16---fp16} \
+        --decode generate --prompt-tokens 128 --new-tokens "${TRITON7B_TOKENS:-128}" --repeats "${TRITON7B_REPEATS:-3}" \
+        --warmup 1
 }
 step_tests_gemv() {
     gpu_tests tests-gemv tests/test_int4_gemv.py tests/test_triton_int4.py

@@ -23,8 +23,8 @@ from tests.helpers import QuantizedFactory, random_weight
 
 CONFIGS = [
     GemvConfig(),
-    GemvConfig(blocks=2, groups_per_step=4, num_warps=1, unroll=False, num_stages=1),
-    GemvConfig(blocks=4, groups_per_step=8, num_warps=2),
+    GemvConfig(blocks=2, groups_per_step=4, num_warps=1, inner=1),
+    GemvConfig(blocks=4, groups_per_step=2, num_warps=2, inner=4),
 ]
 # (out_features, in_features, group_size, interleave, rows): blocks and groups that do and do not divide
 SHAPES = [

@@ -81,7 +81,7 @@ def test_the_custom_op_passes_torch_opcheck() -> None:
     layer = TritonInt4Linear.from_unpacked(random_weight(16, 128, 32, seed=5), dtype=torch.float32)
     cfg = GemvConfig()
     args = (torch.randn((1, 128)), layer.qweight, layer.scale_zero, 32, cfg.blocks, cfg.groups_per_step,
-            cfg.num_warps, cfg.unroll, cfg.num_stages)
+            cfg.num_warps, cfg.inner, cfg.num_stages)
     torch.library.opcheck(triton_int4._gemv_op, args, test_utils=("test_schema", "test_faketensor"))
 
 

@@ -51,15 +51,13 @@ logger = logging.getLogger(__name__)
 #: Rows up to which ``forward`` runs the gemv kernel; more rows dequantize and call ``F.linear``.
 GEMV_MAX_ROWS = 4
 #: The launch configuration used where none was tuned.
-DEFAULT_CONFIG = GemvConfig(blocks=1, groups_per_step=2, num_warps=1, unroll=True, num_stages=1)
+DEFAULT_CONFIG = GemvConfig(blocks=1, groups_per_step=4, num_warps=1, inner=2)
 #: Configurations :func:`tune_layers` times per shape (interleave is fixed per module at packing).
 CANDIDATES: tuple[GemvConfig, ...] = (
     DEFAULT_CONFIG,
-    GemvConfig(1, 4, 1, True, 1),
-    GemvConfig(2, 2, 1, True, 1),
-    GemvConfig(2, 2, 2, True, 1),
-    GemvConfig(4, 1, 1, True, 1),
-    GemvConfig(2, 4, 2, True, 1),
+    GemvConfig(1, 8, 1, 1),
+    GemvConfig(2, 4, 2, 2),
+    GemvConfig(1, 4, 1, 4),
 )
 _INTERLEAVE = 4
 _COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -78,10 +76,10 @@ def _gemv_op(
     blocks: int,
     groups_per_step: int,
     num_warps: int,
-    unroll: bool,
+    inner: int,
     num_stages: int,
 ) -> torch.Tensor:
-    config = GemvConfig(blocks, groups_per_step, num_warps, unroll, num_stages)
+    config = GemvConfig(blocks, groups_per_step, num_warps, inner, num_stages)
     return int4_gemv.gemv(x, qweight, scale_zero, group_size, config=config)
 
 
@@ -94,7 +92,7 @@ def _gemv_fake(
     blocks: int,
     groups_per_step: int,
     num_warps: int,
-    unroll: bool,
+    inner: int,
     num_stages: int,
 ) -> torch.Tensor:
     return x.new_empty((x.shape[0], qweight.shape[0] * qweight.shape[2]))
@@ -267,7 +265,7 @@ class TritonInt4Linear(torch.nn.Module):
                 cfg = self.config
                 out = _gemv_op(
                     rows, self.qweight, self.scale_zero, self.group_size,
-                    cfg.blocks, cfg.groups_per_step, cfg.num_warps, cfg.unroll, cfg.num_stages,
+                    cfg.blocks, cfg.groups_per_step, cfg.num_warps, cfg.inner, cfg.num_stages,
                 )
             else:
                 out = F.linear(rows, self.dequantize())
