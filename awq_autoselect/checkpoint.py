@@ -1,9 +1,9 @@
 """Reading and validating an AWQ checkpoint directory, without torch.
 
-Everything here works from ``config.json`` and the safetensors headers (a little-endian length and a JSON
-table), so a checkpoint can be checked, its layout identified and its layer shapes listed on a machine that
-has neither torch nor a GPU; :func:`count_zero_point_zeros` also reads the ``qzeros`` tensors (with numpy).
-Nothing here writes to the checkpoint.
+Everything here works from ``config.json`` (or the legacy ``quant_config.json``) and the safetensors headers (a
+little-endian length and a JSON table), so a checkpoint can be checked, its layout identified and its layer shapes
+listed on a machine that has neither torch nor a GPU; :func:`count_zero_point_zeros` also reads the ``qzeros``
+tensors (with numpy). Nothing here writes to the checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import math
 import os
 import struct
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .catalogue import Layout
 from .errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    CheckpointWarning,
     CorruptCheckpointError,
     NotAwqCheckpointError,
     UnsupportedCheckpointError,
@@ -28,6 +30,7 @@ from .errors import (
 
 __all__ = [
     "AUTOAWQ_MODEL_TYPES",
+    "LEGACY_QUANT_CONFIG",
     "SUPPORTED_GROUP_SIZES",
     "CheckpointInfo",
     "QuantConfig",
@@ -112,6 +115,9 @@ _DTYPE_BYTES = {
 }
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
+#: The file older AutoAWQ releases wrote their quantization settings to, instead of config.json.
+LEGACY_QUANT_CONFIG = "quant_config.json"
+
 
 @dataclass(frozen=True)
 class QuantConfig:
@@ -125,11 +131,13 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object], *, where: str = "quantization_config") -> QuantConfig:
-        """Validate and read a transformers-style (``bits``, ``group_size``) or AutoAWQ-style dict.
+        """Validate and read a transformers-style (``bits``, ``group_size``) or AutoAWQ-style (``w_bit``,
+        ``q_group_size``: the legacy ``quant_config.json``) dict. Whole numbers may be written as strings (``"4"``).
 
         Raises:
             NotAwqCheckpointError: ``quant_method`` is present and is not ``awq``.
-            UnsupportedCheckpointError: bits other than 4, an unsupported group size, or an unknown version.
+            UnsupportedCheckpointError: bits other than 4, an unsupported group size, an unknown version, or a
+                value of the wrong type (the message names the key, the value and its type).
         """
         method = data.get("quant_method", "awq")
         if not isinstance(method, str) or method.lower() != "awq":
@@ -137,21 +145,24 @@ class QuantConfig:
                 f"{where}: quant_method is {method!r}, not 'awq': this is not an AWQ checkpoint; "
                 "load it with the library that made it"
             )
-        bits = data.get("bits", data.get("w_bit", 4))
-        if bits != 4 or isinstance(bits, bool):
+        bits_key, bits = _whole_number(data, ("bits", "w_bit"), 4, where)
+        if bits != 4:
             raise UnsupportedCheckpointError(
-                f"{where}: bits={bits!r}: AutoAWQ's kernels only run 4-bit weights; re-quantize with w_bit=4"
+                f"{where}: {bits_key}={data.get(bits_key, bits)!r}: AutoAWQ's kernels only run 4-bit weights; "
+                "re-quantize with w_bit=4"
             )
-        group = data.get("group_size", data.get("q_group_size", 128))
-        if not isinstance(group, int) or isinstance(group, bool) or group not in SUPPORTED_GROUP_SIZES:
+        group_key, group = _whole_number(data, ("group_size", "q_group_size"), 128, where)
+        if group not in SUPPORTED_GROUP_SIZES:
             sizes = ", ".join(str(g) for g in sorted(SUPPORTED_GROUP_SIZES))
             raise UnsupportedCheckpointError(
-                f"{where}: group_size={group!r} is not supported (expected one of {sizes}); "
+                f"{where}: {group_key}={data.get(group_key, group)!r} is not supported (expected one of {sizes}); "
                 "re-quantize with q_group_size=128, the size every AWQ kernel runs"
             )
         zero_point = data.get("zero_point", True)
         if not isinstance(zero_point, bool):
-            raise UnsupportedCheckpointError(f"{where}: zero_point={zero_point!r} must be true or false")
+            raise UnsupportedCheckpointError(
+                f"{where}: zero_point={zero_point!r} ({type(zero_point).__name__}) must be true or false"
+            )
         version = data.get("version", "gemm")
         try:
             layout = Layout(str(version).lower().replace("-", "_"))
@@ -181,6 +192,32 @@ class QuantConfig:
     def group_size_for(self, in_features: int) -> int:
         """The effective group size for a layer (``-1`` means one group over all input features)."""
         return in_features if self.group_size == -1 else self.group_size
+
+
+def _whole_number(data: Mapping[str, object], keys: tuple[str, ...], default: int, where: str) -> tuple[str, int]:
+    """(the key found, its value as an int): the first of ``keys`` present, else ``(keys[0], default)``.
+
+    A whole number may be a JSON number (``4``, ``4.0``) or a string of one (``"4"``): quantizers and hand edits
+    write both. Anything else names the key, the value and its type.
+    """
+    key = next((k for k in keys if k in data), None)
+    if key is None:
+        return keys[0], default
+    value = data[key]
+    number: object = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = value
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise UnsupportedCheckpointError(
+            f"{where}: {key}={value!r} ({type(value).__name__}) is not a whole number: write it as a JSON number, "
+            f'e.g. "{key}": {default}'
+        )
+    return key, number
 
 
 @dataclass(frozen=True)
@@ -219,6 +256,9 @@ class CheckpointInfo:
     tensors: Mapping[str, TensorMeta]
     layers: tuple[QuantizedLayer, ...]
     config: Mapping[str, object]
+    #: where :attr:`quant` was read: ``"config.json"`` (its ``quantization_config``) or ``"quant_config.json"``
+    #: (the legacy file older AutoAWQ releases wrote instead)
+    quant_source: str = "config.json"
 
     @property
     def layout(self) -> Layout:
@@ -323,7 +363,9 @@ def _weight_files(root: Path) -> tuple[Path, ...]:
     return files
 
 
-def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: QuantConfig) -> QuantizedLayer:
+def _layer_from_tensors(
+    prefix: str, tensors: Mapping[str, TensorMeta], quant: QuantConfig, source: str = "config.json"
+) -> QuantizedLayer:
     qweight = tensors[f"{prefix}.qweight"]
     qzeros = tensors.get(f"{prefix}.qzeros")
     scales = tensors.get(f"{prefix}.scales")
@@ -355,7 +397,7 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
                 f"{where}: qweight {list(qweight.shape)}, qzeros {list(qzeros.shape)} and scales "
                 f"{list(scales.shape)} fit neither the GEMM layout (qweight [in, out/8], qzeros [in/g, out/8], "
                 "scales [in/g, out]) nor the GEMV layout (qweight [out, in/8], qzeros and scales [out, groups]); "
-                f"config.json says {quant.layout.value!r}: the weights file is damaged or was edited"
+                f"{source} says {quant.layout.value!r}: the weights file is damaged or was edited"
             )
         ok = True
     else:
@@ -367,8 +409,8 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
         )
     if layout is not quant.layout:
         raise CorruptCheckpointError(
-            f"{where} is packed in the {layout.value.upper()} layout but quantization_config.version says "
-            f"{quant.layout.value!r}: fix the version in config.json (AutoAWQ would load garbage)"
+            f"{where} is packed in the {layout.value.upper()} layout but the version in {source} says "
+            f"{quant.layout.value!r}: fix the version in {source} (AutoAWQ would load garbage)"
         )
     group = quant.group_size_for(in_features)
     if in_features % group:
@@ -378,7 +420,7 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
     if layout is Layout.GEMM and scales.shape[0] != in_features // group:
         raise CorruptCheckpointError(
             f"{where}: scales has {scales.shape[0]} groups, group_size {group} over {in_features} inputs "
-            f"needs {in_features // group}: quantization_config.group_size does not match the weights"
+            f"needs {in_features // group}: the group size in {source} does not match the weights"
         )
     nbytes = sum(t.nbytes for t in (qweight, qzeros, scales, bias) if t is not None)
     return QuantizedLayer(
@@ -391,13 +433,95 @@ def _layer_from_tensors(prefix: str, tensors: Mapping[str, TensorMeta], quant: Q
     )
 
 
+def _json_object(file: Path) -> dict[str, object]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(f"{file}: not valid JSON ({exc}); re-download or re-save the checkpoint") from exc
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(
+            f"{file}: expected a JSON object, found a {type(data).__name__}; re-download or re-save the checkpoint"
+        )
+    return data
+
+
+# The settings both files hold: QuantConfig's field, then its keys in config.json and in quant_config.json.
+_COMPARED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("bits", ("bits", "w_bit")),
+    ("group_size", ("group_size", "q_group_size")),
+    ("zero_point", ("zero_point",)),
+    ("layout", ("version",)),
+    ("modules_to_not_convert", ("modules_to_not_convert",)),
+)
+
+
+def _stated(data: Mapping[str, object], keys: tuple[str, ...], value: object) -> str:
+    """How a file states one setting: ``key=value`` as written, or the default it leaves in place."""
+    key = next((k for k in keys if k in data), None)
+    if key is not None:
+        return f"{key}={data[key]!r}"
+    shown = value.value if isinstance(value, Layout) else list(value) if isinstance(value, tuple) else value
+    return f"no {keys[-1]} ({shown!r} by default)"
+
+
+def _quant_config(root: Path, config: Mapping[str, object], notes: list[str]) -> tuple[QuantConfig, str]:
+    """The checkpoint's quantization settings and the file they came from; a legacy ``quant_config.json`` that
+    disagrees with config.json, or cannot be read beside it, adds a note (config.json wins)."""
+    config_file = root / "config.json"
+    legacy_file = root / LEGACY_QUANT_CONFIG
+    qc = config.get("quantization_config")
+    if not isinstance(qc, dict):
+        if legacy_file.is_file():
+            # Older AutoAWQ releases wrote the settings (w_bit, q_group_size, zero_point, version) only there.
+            legacy = QuantConfig.from_dict(_json_object(legacy_file), where=str(legacy_file))
+            return legacy, LEGACY_QUANT_CONFIG
+        raise NotAwqCheckpointError(
+            f"{config_file} has no quantization_config and {root} has no {LEGACY_QUANT_CONFIG}: it is not an "
+            "AWQ-quantized model. Quantize it with AutoAWQ first (model.quantize(...); model.save_quantized(...))."
+        )
+    quant = QuantConfig.from_dict(qc, where=f"{config_file}: quantization_config")
+    if not legacy_file.is_file():
+        return quant, "config.json"
+    # AutoAWQ 0.2.9 and transformers read config.json's quantization_config only, so it wins.
+    outcome = (
+        f"using config.json's quantization_config ({quant.layout.value}, group_size {quant.group_size}), which "
+        f"AutoAWQ 0.2.9 and transformers read; delete {LEGACY_QUANT_CONFIG} or make it agree"
+    )
+    try:
+        legacy_data = _json_object(legacy_file)
+        legacy = QuantConfig.from_dict(legacy_data, where=str(legacy_file))
+    except CheckpointError as exc:
+        notes.append(f"{root}: the legacy {LEGACY_QUANT_CONFIG} beside config.json cannot be read ({exc}); {outcome}")
+        return quant, "config.json"
+    differences = [
+        f"config.json has {_stated(qc, keys, getattr(quant, name))}, {LEGACY_QUANT_CONFIG} has "
+        f"{_stated(legacy_data, keys, getattr(legacy, name))}"
+        for name, keys in _COMPARED
+        if getattr(quant, name) != getattr(legacy, name)
+    ]
+    if differences:
+        notes.append(
+            f"{root}: config.json's quantization_config and the legacy {LEGACY_QUANT_CONFIG} disagree "
+            f"({'; '.join(differences)}): {outcome}"
+        )
+    return quant, "config.json"
+
+
 def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> CheckpointInfo:
     """Validate an AWQ checkpoint directory and describe it. Reads headers only; writes nothing.
+
+    The quantization settings come from config.json's ``quantization_config``; a checkpoint of older AutoAWQ
+    releases has them in ``quant_config.json`` instead (``w_bit``, ``q_group_size``, ``zero_point``,
+    ``version``), which is read when config.json has none.
+
+    Warns:
+        CheckpointWarning: both files hold settings and they disagree (config.json's are used, as AutoAWQ and
+            transformers use them), or ``quant_config.json`` beside a ``quantization_config`` cannot be read.
 
     Raises:
         CheckpointNotFoundError: the path, its config.json or a weights shard does not exist.
         CheckpointError: the path is a file, or holds only pickle weights.
-        NotAwqCheckpointError: config.json has no AWQ ``quantization_config``.
+        NotAwqCheckpointError: neither config.json's ``quantization_config`` nor a legacy ``quant_config.json``.
         UnsupportedCheckpointError: bits, group size or version nothing here can run, or a ``model_type`` AutoAWQ
             0.2.9 does not support.
         CorruptCheckpointError: unreadable JSON, a truncated weights file, or tensors that do not fit.
@@ -416,27 +540,9 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
             f"{root} has no config.json, so it is not a Hugging Face model directory: pass the directory "
             "that save_quantized() wrote"
         )
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpointError(f"{config_file}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise CorruptCheckpointError(f"{config_file}: expected a JSON object")
-    qc = config.get("quantization_config")
-    if not isinstance(qc, dict):
-        hint = (
-            (
-                " It has a legacy quant_config.json: re-save it with AutoAWQ >= 0.1.6, which writes "
-                "quantization_config into config.json."
-            )
-            if (root / "quant_config.json").is_file()
-            else ""
-        )
-        raise NotAwqCheckpointError(
-            f"{config_file} has no quantization_config: {root} is not an AWQ-quantized model. Quantize it "
-            f"with AutoAWQ first (model.quantize(...); model.save_quantized(...)).{hint}"
-        )
-    quant = QuantConfig.from_dict(qc, where=f"{config_file}: quantization_config")
+    config = _json_object(config_file)
+    notes: list[str] = []
+    quant, quant_source = _quant_config(root, config, notes)
     model_type = config.get("model_type")
     if not isinstance(model_type, str):
         raise CorruptCheckpointError(f"{config_file}: no model_type")
@@ -455,8 +561,10 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
             f"{root}: config.json declares AWQ quantization but no tensor is named *.qweight: the weights are "
             "not quantized (or belong to another model)"
         )
-    layers = tuple(_layer_from_tensors(prefix, tensors, quant) for prefix in prefixes)
+    layers = tuple(_layer_from_tensors(prefix, tensors, quant, quant_source) for prefix in prefixes)
     architectures = config.get("architectures") or ()
+    for note in notes:
+        warnings.warn(note, CheckpointWarning, stacklevel=2)
     return CheckpointInfo(
         path=root,
         model_type=model_type,
@@ -466,6 +574,7 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
         tensors=tensors,
         layers=layers,
         config=config,
+        quant_source=quant_source,
     )
 
 

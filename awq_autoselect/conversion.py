@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ._writing import staged_directory
 from .catalogue import Layout
-from .checkpoint import CheckpointInfo, QuantizedLayer, read_checkpoint
+from .checkpoint import LEGACY_QUANT_CONFIG, CheckpointInfo, QuantizedLayer, read_checkpoint
 from .errors import ConversionError, CorruptCheckpointError
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ def convert_checkpoint(
 
     The result is a normal AutoAWQ checkpoint: ``config.json`` carries the new ``quantization_config.version``,
     weights are safetensors (sharded with an index when larger than ``max_shard_bytes``), and every other file
-    (tokenizer, generation config, ...) is copied. Plain ``AutoAWQForCausalLM.from_quantized`` loads it. The
+    (tokenizer, generation config, ...) is copied, except a legacy ``quant_config.json`` (config.json holds its
+    settings now). Plain ``AutoAWQForCausalLM.from_quantized`` loads it. The
     source directory is only read. The result is written to a staging directory beside ``dst`` and renamed, so a
     failure (or an interrupt) leaves no half-written checkpoint behind.
 
@@ -168,7 +169,10 @@ def convert_checkpoint(
         quant = replace(info.quant, layout=target, zero_point=target is not Layout.MARLIN)
         config["quantization_config"] = quant.to_dict()
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        weight_names = {f.name for f in info.weight_files} | {"model.safetensors.index.json", "config.json"}
+        # A legacy quant_config.json is not copied: config.json's quantization_config now says what it said, and a
+        # stale copy (the old version) would disagree with it.
+        written = {"model.safetensors.index.json", "config.json", LEGACY_QUANT_CONFIG}
+        weight_names = {f.name for f in info.weight_files} | written
         for item in info.path.iterdir():
             if item.name in weight_names or item.name.startswith("."):
                 continue

@@ -36,6 +36,7 @@ __all__ = [
     "AwqAutoselectError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "CheckpointWarning",
     "ConversionError",
     "CorruptCheckpointError",
     "CudaContextPoisonedError",
@@ -175,6 +176,11 @@ class CudaContextPoisonedError(AwqAutoselectError, RuntimeError):
 
 class FallbackWarning(UserWarning):
     """A slower or different path was taken than the one requested or preferred. The message says why."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint's files disagree, or one of them cannot be read, and the loader could go on: the message names
+    the file, the values and the one used (as transformers or AutoAWQ would use it), and how to fix the files."""
 
 
 #: 0.1.0 names that were merged into the classes above; they resolve, with a DeprecationWarning, until 0.3.0.

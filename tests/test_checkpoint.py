@@ -6,16 +6,26 @@ starts with it, before anything is loaded; the directory is never changed.
 
 from __future__ import annotations
 
+import json
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from awq_autoselect.catalogue import Layout
-from awq_autoselect.checkpoint import AUTOAWQ_MODEL_TYPES, QuantConfig, read_checkpoint, read_safetensors_header
+from awq_autoselect.checkpoint import (
+    AUTOAWQ_MODEL_TYPES,
+    LEGACY_QUANT_CONFIG,
+    QuantConfig,
+    read_checkpoint,
+    read_safetensors_header,
+)
 from awq_autoselect.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    CheckpointWarning,
     CorruptCheckpointError,
     NotAwqCheckpointError,
     UnsupportedCheckpointError,
@@ -267,3 +277,145 @@ def test_damaged_zero_points_are_a_checkpoint_error(quantized: QuantizedFactory,
         fh.truncate(min(t.offset for t in info.tensors.values()))
     with pytest.raises(CorruptCheckpointError, match="qzeros"):
         count_zero_point_zeros(info)
+
+
+# --- legacy quant_config.json (older AutoAWQ releases) and the types of the settings ----------------------------
+
+
+def _legacy(src: Path, dst: Path, **changes: object) -> Path:
+    """A copy of ``src`` in AutoAWQ's older form: config.json without quantization_config, the settings in
+    quant_config.json under AutoAWQ's legacy keys (``changes`` replace or add keys there)."""
+    path = copy_checkpoint(src, dst)
+    config = json.loads((path / "config.json").read_text())
+    qc = config.pop("quantization_config")
+    (path / "config.json").write_text(json.dumps(config))
+    legacy = {"zero_point": qc["zero_point"], "q_group_size": qc["group_size"], "w_bit": qc["bits"]}
+    legacy["version"] = str(qc["version"]).upper()
+    (path / LEGACY_QUANT_CONFIG).write_text(json.dumps({**legacy, **changes}))
+    return path
+
+
+def _same_logits(a: Path, b: Path) -> bool:
+    """Whether two checkpoints, loaded with gemm_torch on the CPU (probe passed), give bit-identical logits."""
+    import torch
+
+    logits = []
+    for path in (a, b):
+        result = load_quantized_auto(path, "gemm_torch", device="cpu", trials=False)
+        assert result.report.probe is not None and result.report.probe.ok
+        with torch.no_grad():
+            logits.append(result.model(torch.tensor([[1, 17, 42, 99, 150, 301, 7]])).logits)
+    return torch.equal(*logits)
+
+
+def test_a_legacy_checkpoint_loads_with_the_logits_of_its_modern_form(
+    quantized: QuantizedFactory, tmp_path: Path, unchanged: Callable[[Path], None]
+) -> None:
+    """Group size 64: AutoAWQ 0.2.9 itself never reads quant_config.json and builds such a checkpoint with its
+    default of 128 (a shape error at load); the settings must come from the file."""
+    modern = quantized(version="gemm", group_size=64)
+    legacy = _legacy(modern, tmp_path / "legacy")
+    unchanged(legacy)
+    info = read_checkpoint(legacy)
+    assert info.quant == read_checkpoint(modern).quant == QuantConfig(group_size=64)
+    assert (info.quant_source, read_checkpoint(modern).quant_source) == ("quant_config.json", "config.json")
+    assert _same_logits(legacy, modern)
+    gemv = read_checkpoint(_legacy(quantized(version="gemv", group_size=64), tmp_path / "legacy-gemv"))
+    assert gemv.quant == QuantConfig(group_size=64, layout=Layout.GEMV)
+
+
+def test_when_both_files_disagree_config_json_wins_with_a_warning_naming_both_values(
+    quantized: QuantizedFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modern = quantized(version="gemm", group_size=64)
+    path = copy_checkpoint(modern, tmp_path / "both")
+    (path / LEGACY_QUANT_CONFIG).write_text(
+        json.dumps({"zero_point": True, "q_group_size": 128, "w_bit": 4, "version": "GEMV"})
+    )
+    with pytest.warns(CheckpointWarning) as caught:
+        info = read_checkpoint(path)
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"{path}: config.json's quantization_config and the legacy quant_config.json disagree")
+    assert "config.json has group_size=64, quant_config.json has q_group_size=128" in message
+    assert "config.json has version='gemm', quant_config.json has version='GEMV'" in message
+    assert "zero_point" not in message  # only what differs
+    assert "using config.json's quantization_config (gemm, group_size 64)" in message
+    assert (info.quant, info.quant_source) == (read_checkpoint(modern).quant, "config.json")
+    with pytest.warns(CheckpointWarning, match="q_group_size=128"):
+        assert _same_logits(path, modern)
+    monkeypatch.setenv("AWQ_AUTOSELECT_TRIALS", "0")
+    code, out, _ = run_cli("load", str(path), "--version", "gemm_torch", "--device", "cpu", "--json")
+    assert code == 0
+    assert any("q_group_size=128" in w for w in json.loads(out)["warnings"])
+
+
+def test_a_legacy_file_that_agrees_is_silent_and_one_that_cannot_be_read_beside_config_json_is_named(
+    quantized: QuantizedFactory, tmp_path: Path
+) -> None:
+    modern = quantized(version="gemm", group_size=64)
+    path = copy_checkpoint(modern, tmp_path / "both")
+    (path / LEGACY_QUANT_CONFIG).write_text(
+        json.dumps({"zero_point": True, "q_group_size": 64, "w_bit": 4, "version": "GEMM"})
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_checkpoint(path).quant == read_checkpoint(modern).quant
+    (path / LEGACY_QUANT_CONFIG).write_text("{not json")
+    with pytest.warns(CheckpointWarning, match=r"the legacy quant_config\.json beside config\.json cannot be read"):
+        assert read_checkpoint(path).quant == read_checkpoint(modern).quant
+
+
+@pytest.mark.parametrize(
+    ("legacy", "changes"),
+    [(False, {"qc_bits": "4"}), (False, {"qc_bits": "4", "qc_group_size": " 64 "}), (True, {"w_bit": "4"})],
+    ids=["bits", "bits-and-group-size", "legacy-w_bit"],
+)
+def test_numbers_written_as_strings_are_read(
+    quantized: QuantizedFactory, tmp_path: Path, legacy: bool, changes: dict[str, object]
+) -> None:
+    modern = quantized(version="gemm", group_size=64)
+    if legacy:
+        path = _legacy(modern, tmp_path / "ckpt", **changes)
+    else:
+        path = copy_checkpoint(modern, tmp_path / "ckpt")
+        edit_config(path, **changes)
+    assert read_checkpoint(path).quant == QuantConfig(group_size=64)
+    if changes == {"qc_bits": "4"}:  # and such a checkpoint loads (one load is enough: the settings are equal)
+        assert _same_logits(path, modern)
+
+
+@pytest.mark.parametrize(
+    ("legacy", "key", "value"),
+    [(False, "bits", "four"), (False, "bits", 4.5), (False, "group_size", "128a"), (True, "w_bit", "four")],
+    ids=["bits-four", "bits-4.5", "group-size-text", "legacy-w_bit-four"],
+)
+def test_a_setting_of_the_wrong_type_names_the_key_the_value_and_its_type(
+    quantized: QuantizedFactory, tmp_path: Path, legacy: bool, key: str, value: object
+) -> None:
+    modern = quantized(version="gemm", group_size=128)
+    if legacy:
+        path = _legacy(modern, tmp_path / "ckpt", **{key: value})
+    else:
+        path = copy_checkpoint(modern, tmp_path / "ckpt")
+        edit_config(path, **{f"qc_{key}": value})
+    words = f"{key}={value!r} ({type(value).__name__}) is not a whole number"
+    file = path / (LEGACY_QUANT_CONFIG if legacy else "config.json")
+    with pytest.raises(UnsupportedCheckpointError, match=re.escape(words)) as caught:
+        read_checkpoint(path)
+    assert str(caught.value).startswith(str(file))
+    with pytest.raises(UnsupportedCheckpointError, match=re.escape(words)):
+        load_quantized_auto(path, device="cpu")
+    code, out, err = run_cli("load", str(path), "--device", "cpu")
+    assert (code, out) == (3, "")
+    assert words in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_legacy_file_that_is_not_json_is_a_corrupt_checkpoint(quantized: QuantizedFactory, tmp_path: Path) -> None:
+    path = _legacy(quantized(version="gemm", group_size=128), tmp_path / "ckpt")
+    (path / LEGACY_QUANT_CONFIG).write_text('{"w_bit": 4,')
+    with pytest.raises(CorruptCheckpointError, match=rf"{path / LEGACY_QUANT_CONFIG}: not valid JSON"):
+        read_checkpoint(path)
+    code, _, err = run_cli("select", "--checkpoint", str(path), "--capability", "8.6", "--kernels", "gemm")
+    assert code == 3
+    assert len(err.strip().splitlines()) == 1

@@ -119,3 +119,26 @@ def test_marlin_checkpoint_converts_to_gemm(quantized: QuantizedFactory, tmp_pat
     result = load_quantized_auto(dst, "gemm_torch", device="cpu")
     assert result.report.probe is not None
     assert result.report.probe.ok
+
+
+def test_a_legacy_checkpoint_converts_to_a_modern_one(quantized: QuantizedFactory, tmp_path: Path) -> None:
+    """Settings only in quant_config.json (older AutoAWQ): the copy has them in config.json, and no stale legacy
+    file (it would name the old version and disagree)."""
+    import warnings
+
+    from awq_autoselect.checkpoint import LEGACY_QUANT_CONFIG
+    from tests.helpers import copy_checkpoint
+
+    src = copy_checkpoint(quantized(version="gemm", group_size=64), tmp_path / "legacy")
+    config = json.loads((src / "config.json").read_text())
+    del config["quantization_config"]
+    (src / "config.json").write_text(json.dumps(config))
+    (src / LEGACY_QUANT_CONFIG).write_text('{"zero_point": true, "q_group_size": 64, "w_bit": 4, "version": "GEMM"}')
+    dst = convert_checkpoint(src, tmp_path / "as-gemv", "gemv")
+    assert not (dst / LEGACY_QUANT_CONFIG).exists()
+    assert json.loads((dst / "config.json").read_text())["quantization_config"]["group_size"] == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no disagreement to warn about
+        info = read_checkpoint(dst)
+    assert (info.layout, info.quant.group_size, info.quant_source) == (Layout.GEMV, 64, "config.json")
+    assert (dst / "generation_config.json").is_file()  # the other files are copied

@@ -38,6 +38,10 @@ def loaded(quantized: QuantizedFactory) -> Any:
     assert report.decode == "eager"
     hf: Any = model.model
     assert isinstance(hf.__dict__.get("generate"), FastGenerate)
+    # AutoAWQ saves do_sample=true in generation_config.json, which the model gets; these tests compare greedy
+    # tokens unless they ask for sampling.
+    assert hf.generation_config.do_sample is True
+    hf.generation_config.do_sample = False
     return hf
 
 
@@ -185,7 +189,8 @@ def test_one_candidate_left_is_greedy(loaded: Any) -> None:
 def test_bf16_greedy_tokens_equal_transformers(quantized: QuantizedFactory) -> None:
     model, _ = load_quantized_auto(quantized(version="gemm", group_size=128), "torch_int4", device="cpu")
     hf: Any = model.model
-    assert torch.equal(hf.generate(PROMPT, max_new_tokens=16), _reference(hf, PROMPT, max_new_tokens=16))
+    greedy = {"max_new_tokens": 16, "do_sample": False}
+    assert torch.equal(hf.generate(PROMPT, **greedy), _reference(hf, PROMPT, **greedy))
 
 
 def test_streamers_receive_the_prompt_then_every_token(loaded: Any) -> None:
@@ -220,7 +225,8 @@ def test_load_installs_the_fast_path_by_default_and_can_be_told_not_to(quantized
     assert report.decode == "eager"  # on a CPU: the static cache, eagerly
     assert "generate:" in str(report)
     fast = install(model.model, "graph")  # graph mode on a CPU runs eagerly too: nothing to capture on
-    assert torch.equal(model.generate(input_ids=PROMPT, max_new_tokens=4), fast.original(PROMPT, max_new_tokens=4))
+    greedy = {"max_new_tokens": 4, "do_sample": False}
+    assert torch.equal(model.generate(input_ids=PROMPT, **greedy), fast.original(PROMPT, **greedy))
     uninstall(model.model)
     assert "generate" not in model.model.__dict__
 

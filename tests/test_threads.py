@@ -34,7 +34,8 @@ def load():
     try:
         model, report = load_quantized_auto(sys.argv[1], device="cpu")
         ids = torch.tensor([[1, 2, 3]])
-        tokens = model.generate(input_ids=ids, max_new_tokens=2).shape[1]
+        # greedy: AutoAWQ saved do_sample=true in generation_config.json, and a sampled end-of-sequence stops early
+        tokens = model.generate(input_ids=ids, max_new_tokens=2, do_sample=False).shape[1]
         results.append({"kernel": str(report.kernel), "tokens": tokens})
     except Exception as exc:
         results.append({"error": repr(exc)})

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from awq_autoselect.errors import FallbackWarning
+from awq_autoselect.errors import CheckpointWarning, FallbackWarning
 
 from .exits import EXIT_FAILED, EXIT_OK
 
@@ -220,6 +220,7 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
     tokenizer = _tokenizer(args.path) if args.generate is not None else None  # before a minute of loading
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
+        warnings.simplefilter("always", CheckpointWarning)
         result = load_quantized_auto(
             args.path,
             version=args.version,
@@ -228,7 +229,8 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
             fallback=not args.no_fallback,
             fuse_layers=args.fuse_layers,
         )
-    fallback_warnings = [str(w.message) for w in caught if issubclass(w.category, FallbackWarning)]
+    shown = (FallbackWarning, CheckpointWarning)
+    fallback_warnings = [str(w.message) for w in caught if issubclass(w.category, shown)]
     data = result.report.to_dict()
     data["warnings"] = fallback_warnings
     generated_text: str | None = None

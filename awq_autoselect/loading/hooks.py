@@ -4,7 +4,8 @@ AutoAWQ's ``from_quantized(path, version=...)`` ignores ``version``: the checkpo
 build patches three names in ``awq.models.base`` while it runs: the quantization config (so the module class
 matches the kernel), the weight loader (which converts the packed layout in memory, see
 :mod:`awq_autoselect.conversion`) and the device probe (so a CPU load is not forced onto IPEX); then it swaps in
-the kernel's module class where AutoAWQ has none. The patches are applied under a process-wide lock and removed
+the kernel's module class where AutoAWQ has none, and gives the model the checkpoint's generation config (AutoAWQ's
+``from_config`` keeps config.json's only). The patches are applied under a process-wide lock and removed
 afterwards.
 """
 
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from awq_autoselect._awq import hf_model_of
 from awq_autoselect.catalogue import CATALOGUE, Kernel, Layout
@@ -26,6 +27,7 @@ from .names import model_name
 
 if TYPE_CHECKING:
     import torch
+    from transformers import GenerationConfig, PreTrainedModel
 
 __all__ = ["HOOK_LOCK", "build_model", "default_dtype"]
 
@@ -135,8 +137,13 @@ def build_model(
     max_seq_len: int | None,
     trust_remote_code: bool,
     conversions: list[str],
+    generation_config: GenerationConfig,
 ) -> torch.nn.Module:
-    """Run AutoAWQ's from_quantized for ``kernel`` on ``device`` and return the model wrapper."""
+    """Run AutoAWQ's from_quantized for ``kernel`` on ``device`` and return the model wrapper.
+
+    ``generation_config`` (:func:`~awq_autoselect.loading.generation.checkpoint_generation_config`) replaces the
+    one ``from_config`` derived from config.json alone.
+    """
     import torch
 
     from awq_autoselect._awq import import_awq
@@ -224,5 +231,6 @@ def build_model(
         if device.type == "cuda":
             tuned = tune_layers(inner)
             conversions.append("gemv launch configurations: " + ", ".join(f"{k} {v}" for k, v in tuned.items()))
+    cast("PreTrainedModel", hf_model_of(model)).generation_config = generation_config
     model.eval()
     return model

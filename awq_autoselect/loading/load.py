@@ -46,6 +46,7 @@ from awq_autoselect.trials.records import TrialReport
 from awq_autoselect.trials.runner import run_trials, trials_enabled
 from awq_autoselect.workload import Workload
 
+from .generation import checkpoint_generation_config
 from .hooks import build_model, default_dtype
 from .probe import DEFAULT_PROBE_TOLERANCE, ProbeMismatchError, run_probe
 from .records import Attempt, LoadReport, LoadResult
@@ -222,7 +223,8 @@ def load_quantized_auto(
     """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
 
     Args:
-        path: local checkpoint directory (config.json with an AWQ ``quantization_config`` + safetensors).
+        path: local checkpoint directory (config.json with an AWQ ``quantization_config``, or the legacy
+            ``quant_config.json``, + safetensors).
         version: ``"auto"``, or a kernel version to try first (``"gemv"``, ``"gemm"``, ``"torch_int4"``, ...).
         device: ``"cuda"``, ``"cuda:1"`` or ``"cpu"``; default: the current CUDA device, else CPU.
         fuse_layers: AutoAWQ's fused layers. ``None``: only where they can work (awq_ext and flash-attn >= 2.6
@@ -253,10 +255,17 @@ def load_quantized_auto(
             ``FallbackWarning``.
 
     Returns:
-        ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
-        kernel used is not the one requested, or when a chosen kernel failed to load or to pass the probe. With
+        ``LoadResult(model, report)``. The model's ``generation_config`` is the checkpoint's, as transformers'
+        ``from_pretrained`` builds it (generation_config.json, else config.json; ``report.generation_config_source``
+        says which): its end-of-sequence ids, ``do_sample``, ``max_new_tokens`` etc. are ``generate``'s defaults.
+        A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the kernel used is not the one requested,
+        or when a chosen kernel failed to load or to pass the probe. With
         ``version="auto"``, kernels whose trial failed were never chosen: they are listed in ``report.attempts``
         (stage ``"trial"``) and logged, without a warning: measuring them is how auto chooses.
+
+    Warns:
+        CheckpointWarning: the checkpoint's files disagree, or generation_config.json cannot be read, and loading
+            went on (the message names the files and the values used).
 
     Raises:
         CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
@@ -268,6 +277,7 @@ def load_quantized_auto(
     started = time.perf_counter()
     info = read_checkpoint(path)
     requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
+    generation = checkpoint_generation_config(info)  # a bad generation_config.json fails before any trial
 
     import torch
 
@@ -363,6 +373,7 @@ def load_quantized_auto(
                     max_seq_len=max_seq_len,
                     trust_remote_code=trust_remote_code,
                     conversions=conversions,
+                    generation_config=generation.config,
                 )
                 result = None
                 if probe:
@@ -412,6 +423,7 @@ def load_quantized_auto(
                 selection=selection,
                 seconds=time.perf_counter() - started,
                 decode=decode,
+                generation_config_source=generation.source,
             )
             failed = report.fallbacks
             for attempt in attempts:
@@ -441,7 +453,7 @@ def load_dense_baseline(
 ) -> LoadResult:
     """The same model with every quantized layer replaced by a dense ``nn.Linear`` of dequantized weights.
 
-    The fp16 baseline for benchmarks: identical shapes and numerics, no int4 kernel.
+    The fp16 baseline for benchmarks: identical shapes and numerics, no int4 kernel, the same generation config.
     """
     import torch
 
@@ -449,6 +461,7 @@ def load_dense_baseline(
 
     started = time.perf_counter()
     info = read_checkpoint(path)
+    generation = checkpoint_generation_config(info)
     dev = resolve_device(device)
     dense_dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     conversions: list[str] = []
@@ -461,6 +474,7 @@ def load_dense_baseline(
         max_seq_len=None,
         trust_remote_code=False,
         conversions=conversions,
+        generation_config=generation.config,
     )
     replaced = 0
     for parent in list(model.modules()):
@@ -491,5 +505,6 @@ def load_dense_baseline(
         attempts=(),
         probe=None,
         seconds=time.perf_counter() - started,
+        generation_config_source=generation.source,
     )
     return LoadResult(model, report)

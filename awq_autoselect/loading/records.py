@@ -114,6 +114,9 @@ class LoadReport:
     selection: Selection | None = field(default=None, compare=False)
     seconds: float = 0.0
     decode: str = "transformers"  # how model.generate decodes: "compile", "graph", "eager" or "transformers"
+    # where model.generation_config came from: "generation_config.json", or "config.json" when the checkpoint has
+    # no (readable) generation_config.json, as transformers' from_pretrained builds it
+    generation_config_source: str = "config.json"
 
     def __repr__(self) -> str:
         # The full account is str(report) / explain(); a repr stays one short line.
@@ -159,6 +162,7 @@ class LoadReport:
             "selection": self.selection.to_dict() if self.selection else None,
             "seconds": round(self.seconds, 3),
             "decode": self.decode,
+            "generation_config_source": self.generation_config_source,
         }
 
     def __str__(self) -> str:
@@ -174,6 +178,7 @@ class LoadReport:
         if self.probe is not None:
             lines.append(f"probe:      {'ok' if self.probe.ok else 'FAILED'}: {self.probe.message}")
         lines.append(f"generate:   {_DECODE_WORDS.get(self.decode, self.decode)}")
+        lines.append(f"generation: settings from {self.generation_config_source}")
         if self.selection is not None:
             measured = [c for c in self.selection.candidates if c.measured_ms is not None]
             if measured:
