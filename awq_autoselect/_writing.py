@@ -293,10 +293,12 @@ def _write_text(path: Path, text: str) -> None:
 def check_file_destination(
     path: PathLike, *, owned: Callable[[Path], bool], sources: Sequence[PathLike] = (), what: str
 ) -> None:
-    """Check that a file may be written at ``path``: new, or an existing file ``owned`` recognises as ours.
+    """Check that a file may be written at ``path``: new, or an existing file ``owned`` recognises as ours, in a
+    folder this process may write (or create). Nothing is created: callers check before long work.
 
     Raises:
-        OutputPathError: it lies inside a source, is a directory, or exists and is not ours.
+        OutputPathError: it lies inside a source, is a directory, exists and is not ours, or cannot be written
+            (its folder is a file, or not writable: permissions, a read-only file system).
     """
     target = Path(os.fspath(path)).expanduser()
     check_not_overlapping(target, sources, what=what)
@@ -306,6 +308,24 @@ def check_file_destination(
         raise OutputPathError(
             f"{what} {str(target)!r} exists and is not a file awq-autoselect wrote: choose another file name; "
             "nothing was changed"
+        )
+    _check_writable_folder(target, what)
+
+
+def _check_writable_folder(target: Path, what: str) -> None:
+    """Refuse a file whose folder (or the nearest part of it that exists, for folders still to be made) cannot
+    be written."""
+    folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if folder is None:
+        return
+    if not folder.is_dir():
+        raise OutputPathError(
+            f"{what} {str(target)!r} cannot be written: {str(folder)!r} is a file, not a folder; choose another path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(
+            f"{what} {str(target)!r} cannot be written: this process may not write in {str(folder)!r} (permissions "
+            "or a read-only file system); choose another folder"
         )
 
 

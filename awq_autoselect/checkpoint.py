@@ -24,6 +24,7 @@ from .errors import (
     CheckpointNotFoundError,
     CheckpointWarning,
     CorruptCheckpointError,
+    InvalidArgumentError,
     NotAwqCheckpointError,
     UnsupportedCheckpointError,
 )
@@ -37,6 +38,8 @@ __all__ = [
     "QuantizedLayer",
     "TensorMeta",
     "ZeroPointCount",
+    "check_fits_context",
+    "context_length",
     "count_zero_point_zeros",
     "read_checkpoint",
     "read_safetensors_header",
@@ -277,6 +280,78 @@ class CheckpointInfo:
     def shapes(self) -> tuple[tuple[int, int], ...]:
         """Distinct ``(in_features, out_features)`` pairs of the quantized layers."""
         return tuple(sorted({(layer.in_features, layer.out_features) for layer in self.layers}))
+
+    @property
+    def context_length(self) -> int | None:
+        """The longest sequence the model is made for (:func:`context_length` of its config), or None."""
+        return context_length(self.config)
+
+
+# Keys that hold a model's context length, in the order config.json files use them (Llama and most others; GPT-2
+# style; MPT; Qwen 1).
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+# RoPE scalings that stretch the positions the model was trained on by their factor (transformers' rope types).
+_STRETCHING_ROPE = frozenset({"linear", "dynamic", "yarn"})
+
+
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def context_length(config: Mapping[str, object]) -> int | None:
+    """The longest sequence (prompt plus generated tokens) a model's ``config.json`` says it is made for.
+
+    ``max_position_embeddings`` (or the model family's own key; a multimodal model's ``text_config``), stretched by
+    a linear, dynamic or YaRN RoPE scaling's ``factor`` where the config sets one (Qwen's long-context recipe adds
+    YaRN to config.json and leaves ``max_position_embeddings`` at the trained length). None when the config names
+    no length (ALiBi models such as BLOOM have none).
+    """
+    text = config.get("text_config")
+    sources = [config, text] if isinstance(text, Mapping) else [config]
+    for source in sources:
+        length = next((n for key in _CONTEXT_KEYS if (n := _positive_int(source.get(key))) is not None), None)
+        if length is None:
+            continue
+        rope = source.get("rope_scaling") or source.get("rope_parameters")
+        if isinstance(rope, Mapping) and str(rope.get("rope_type", rope.get("type", ""))) in _STRETCHING_ROPE:
+            factor = rope.get("factor")
+            if isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 1:
+                trained = _positive_int(rope.get("original_max_position_embeddings")) or length
+                length = max(length, int(factor * trained))
+        return length
+    return None
+
+
+def check_fits_context(
+    info: CheckpointInfo,
+    prompt_tokens: int,
+    new_tokens: int,
+    *,
+    prompt_name: str = "prompt_tokens",
+    new_name: str = "new_tokens",
+) -> None:
+    """Refuse a request whose prompt plus new tokens exceed the model's :attr:`~CheckpointInfo.context_length`.
+
+    Past it a model computes positions it was never trained on (transformers only logs a reminder), so a long
+    request runs for minutes and returns noise. A model whose config names no length is not checked.
+
+    Raises:
+        InvalidArgumentError: the request is longer than the context; the message names both numbers and the
+            arguments (``prompt_name``, ``new_name``).
+    """
+    context = info.context_length
+    total = prompt_tokens + new_tokens
+    if context is None or total <= context:
+        return
+    fix = (
+        f"ask for at most {context - prompt_tokens} new tokens"
+        if prompt_tokens < context
+        else f"shorten the prompt below {context} tokens"
+    )
+    raise InvalidArgumentError(
+        f"{prompt_name} ({prompt_tokens} tokens) plus {new_name} ({new_tokens}) is {total} tokens, more than the "
+        f"model's context of {context} tokens (config.json of {info.path.name}): {fix}"
+    )
 
 
 def read_safetensors_header(file: Path) -> dict[str, TensorMeta]:
@@ -519,6 +594,7 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
             transformers use them), or ``quant_config.json`` beside a ``quantization_config`` cannot be read.
 
     Raises:
+        InvalidArgumentError: ``path`` is empty (which would mean the current directory; pass ``"."`` for that).
         CheckpointNotFoundError: the path, its config.json or a weights shard does not exist.
         CheckpointError: the path is a file, or holds only pickle weights.
         NotAwqCheckpointError: neither config.json's ``quantization_config`` nor a legacy ``quant_config.json``.
@@ -526,6 +602,11 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
             0.2.9 does not support.
         CorruptCheckpointError: unreadable JSON, a truncated weights file, or tensors that do not fit.
     """
+    if not os.fspath(path).strip():
+        raise InvalidArgumentError(
+            f"checkpoint path {os.fspath(path)!r} is empty: pass the directory holding config.json and the "
+            "*.safetensors weights ('.' for the current directory)"
+        )
     root = Path(os.fspath(path)).expanduser()
     if not root.exists():
         raise CheckpointNotFoundError(

@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,12 +56,17 @@ def _finite(info: CheckpointInfo, file: Path, name: str, tensor: torch.Tensor) -
 
 
 def iter_tensors(
-    info: CheckpointInfo, target: Layout | str, *, device: str = "cpu"
+    info: CheckpointInfo,
+    target: Layout | str,
+    *,
+    device: str = "cpu",
+    on_convert: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every tensor of the checkpoint, quantized layers converted to ``target``.
 
     Tensors of a quantized layer are gathered (they may sit in different shards) and yielded together once the
-    layer is complete, already converted. Other tensors are yielded as stored. Conversion runs on ``device``.
+    layer is complete, already converted. Other tensors are yielded as stored. Conversion runs on ``device``;
+    ``on_convert`` is given the seconds each layer's conversion took (the loader reports their sum).
 
     Raises:
         ConversionError: a layer cannot be represented in ``target`` (e.g. asymmetric weights to Marlin).
@@ -92,6 +98,7 @@ def iter_tensors(
                 if layer.layout is dst:
                     converted = group
                 else:
+                    started = time.perf_counter()
                     try:
                         converted = formats.convert(
                             group,
@@ -103,6 +110,8 @@ def iter_tensors(
                         )
                     except ConversionError as exc:
                         raise ConversionError(f"{info.path}: layer {prefix}: {exc}") from exc
+                    if on_convert is not None:
+                        on_convert(time.perf_counter() - started)
                 for suffix_out, tensor in converted.items():
                     yield f"{prefix}.{suffix_out}", tensor
     if pending:

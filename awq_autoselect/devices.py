@@ -55,8 +55,8 @@ def resolve_device(device: object | None) -> torch.device:
     A CUDA device without an index becomes the current one (``cuda:0`` unless changed).
 
     Raises:
-        InvalidDeviceSpecError: a malformed argument, CUDA where this torch has none, or a GPU index this process
-            does not see.
+        InvalidDeviceSpecError: a malformed argument, CUDA (or MPS, XPU) where this torch cannot use it, or a GPU
+            index this process does not see.
     """
     import torch
 
@@ -76,4 +76,21 @@ def resolve_device(device: object | None) -> torch.device:
                 "those or check CUDA_VISIBLE_DEVICES"
             )
         return torch.device("cuda", torch.cuda.current_device() if spec.index is None else spec.index)
+    if spec.type != "cpu" and not _available(spec.type):
+        # Checked here, before any work: torch would only fail at the first tensor moved there.
+        raise InvalidDeviceSpecError(
+            f"device {device!r}: torch {torch.__version__} cannot use {spec.type} in this process (its backend "
+            "reports it unavailable); use device='cpu' or 'cuda'"
+        )
     return torch.device(spec.type) if spec.index is None else torch.device(spec.type, spec.index)
+
+
+def _available(device_type: str) -> bool:
+    """Whether this torch can run on ``device_type`` (``"mps"`` or ``"xpu"``) here."""
+    import torch
+
+    if device_type == "mps":
+        return bool(torch.backends.mps.is_available())
+    backend = getattr(torch, device_type, None)
+    is_available = getattr(backend, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False

@@ -462,6 +462,10 @@ def test_a_version_failing_mid_run_is_a_result_not_a_crash(checkpoint: Path, loa
         ({"versions": ("gemm", "GEMM")}, "lists 'gemm' twice"),
         ({"versions": ()}, "nothing to benchmark"),
         ({"peak_bandwidth_gbps": 0.0}, "peak_bandwidth_gbps"),
+        (
+            {"prompt_tokens": 500, "new_tokens": 13},
+            r"new_tokens \(13\) is 513 tokens, more than the model's context of 512",
+        ),
     ],
 )
 def test_bad_settings_are_rejected_before_loading(

@@ -19,14 +19,18 @@ from awq_autoselect.checkpoint import (
     AUTOAWQ_MODEL_TYPES,
     LEGACY_QUANT_CONFIG,
     QuantConfig,
+    check_fits_context,
+    context_length,
     read_checkpoint,
     read_safetensors_header,
 )
+from awq_autoselect.cli import EXIT_USAGE
 from awq_autoselect.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     CheckpointWarning,
     CorruptCheckpointError,
+    InvalidArgumentError,
     NotAwqCheckpointError,
     UnsupportedCheckpointError,
 )
@@ -419,3 +423,69 @@ def test_a_legacy_file_that_is_not_json_is_a_corrupt_checkpoint(quantized: Quant
     code, _, err = run_cli("select", "--checkpoint", str(path), "--capability", "8.6", "--kernels", "gemm")
     assert code == 3
     assert len(err.strip().splitlines()) == 1
+def test_an_empty_path_is_an_argument_error_not_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(Path(__file__).parent)  # a folder that is no checkpoint: "" must not mean it
+    for empty in ("", "  "):  # (Path("") is Path("."): the current directory, asked for)
+        with pytest.raises(InvalidArgumentError, match="is empty"):
+            read_checkpoint(empty)
+    code, out, err = run_cli("select", "--checkpoint", "")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err.startswith("error: checkpoint path '' is empty") and err.count("\n") == 1
+
+
+_LLAMA = {"max_position_embeddings": 4096}
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (_LLAMA, 4096),
+        ({"n_positions": 1024}, 1024),  # GPT-2 style
+        ({"max_seq_len": 2048}, 2048),  # MPT
+        ({"text_config": _LLAMA}, 4096),  # a multimodal model's language part
+        ({}, None),  # ALiBi (BLOOM): no length
+        ({"max_position_embeddings": 0}, None),
+        ({"max_position_embeddings": True}, None),
+        # Qwen2.5's long-context recipe: YaRN added to config.json, max_position_embeddings left at 32768
+        (
+            {
+                "max_position_embeddings": 32768,
+                "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+            },
+            131072,
+        ),
+        # DeepSeek-V2: max_position_embeddings is already the stretched length
+        (
+            {
+                "max_position_embeddings": 163840,
+                "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096},
+            },
+            163840,
+        ),
+        ({"max_position_embeddings": 4096, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}, 8192),
+        # transformers 5 writes rope_parameters; Llama 3.1's llama3 scaling is in max_position_embeddings already
+        (
+            {
+                "max_position_embeddings": 131072,
+                "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192},
+            },
+            131072,
+        ),
+        ({"max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, 4096),
+    ],
+)
+def test_context_length_reads_the_config(config: dict[str, object], expected: int | None) -> None:
+    assert context_length(config) == expected
+
+
+def test_a_request_longer_than_the_context_names_both_numbers(quantized: QuantizedFactory) -> None:
+    info = read_checkpoint(quantized(version="gemm", group_size=128))
+    assert info.context_length == 512  # the tiny test model's max_position_embeddings
+    check_fits_context(info, 500, 12)  # exactly the context
+    with pytest.raises(InvalidArgumentError) as caught:
+        check_fits_context(info, 500, 13, prompt_name="the prompt", new_name="--max-new-tokens")
+    message = str(caught.value)
+    assert "the prompt (500 tokens) plus --max-new-tokens (13) is 513 tokens" in message
+    assert "context of 512 tokens" in message and "at most 12 new tokens" in message
+    with pytest.raises(InvalidArgumentError, match="shorten the prompt below 512 tokens"):
+        check_fits_context(info, 600, 1)

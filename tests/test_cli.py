@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from awq_autoselect.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from awq_autoselect.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from awq_autoselect.environment import probe_environment
 from awq_autoselect.hardware import detect_compute_capability
 from tests.helpers import QuantizedFactory, run_cli
@@ -151,6 +155,8 @@ def test_load_reports_the_fallback(quantized: QuantizedFactory) -> None:
     assert data["attempts"][0]["kernel"] == "gemv"
     assert data["warnings"]
     assert isinstance(data["generated"], str)
+    assert list(data["stages"]) == ["resolve", "trials", "load", "conversion", "probe"]
+    assert data["first_compile_seconds"] is None  # a CPU decodes eagerly: nothing compiles
     code, _, err = run_cli("load", str(path), "--version", "gemv", "--device", "cpu", "--no-fallback")
     assert code == EXIT_FAILED
     assert "gemv" in err
@@ -247,3 +253,148 @@ def test_console_script_entry_point() -> None:
     )
     assert proc.returncode == 0
     assert "exit codes" in proc.stdout
+
+
+# --- early failure: arguments and destinations checked before the work, Ctrl-C at any time -----------------
+
+
+def test_load_arguments_are_checked_before_anything_loads(
+    quantized: QuantizedFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(cache))  # a load's first step would be its trials
+    path = str(quantized(version="gemm", group_size=128))
+    cases = [
+        (("load", ""), "checkpoint path '' is empty"),
+        (("load", path, "--device", "mps"), "device 'mps': torch"),  # a Linux torch has no MPS
+        # the tiny model's context is 512 tokens; the prompt is 2 or 3 of them
+        (("load", path, "--generate", "the quick", "--max-new-tokens", "100000"), "plus --max-new-tokens (100000)"),
+    ]
+    errors = []
+    for argv, needle in cases:
+        code, out, err = run_cli(*argv)
+        assert (code, out) == (EXIT_USAGE, ""), err
+        assert err.count("\n") == 1, err
+        assert err.startswith("error: ") and needle in err and "Traceback" not in err
+        errors.append(err)
+    assert "more than the model's context of 512 tokens" in errors[-1]
+    assert not cache.exists(), "a trial ran before the arguments were checked"
+
+
+def _tiny_bench(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    ckpt = tmp_path / "tiny"
+    assert run_cli("make-synthetic", str(ckpt), "--shape", "tiny")[0] == EXIT_OK
+    argv = ("bench", str(ckpt), "--versions", "torch_int4", "--device", "cpu", "--repeats", "1", "--warmup", "0")
+    return ckpt, (*argv, "--prompt-tokens", "4", "--new-tokens", "2")
+
+
+def test_bench_checks_its_outputs_and_lengths_before_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt, bench = _tiny_bench(tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(cache))  # bench's first step would be its trials
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed (it is not, on CI): import fails
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a folder would be")
+    cases = [
+        (("--json", str(blocker / "b.json")), EXIT_BAD_INPUT, "notes.txt' is a file, not a folder"),
+        (("--markdown", str(ckpt / "b.md")), EXIT_BAD_INPUT, "lies inside the source"),
+        (("--plot", str(tmp_path / "tpot.png")), EXIT_USAGE, "needs matplotlib"),
+        (("--json", str(tmp_path / "b.out"), "--csv", str(tmp_path / "b.out")), EXIT_USAGE, "--json and --csv both"),
+        (("--prompt-tokens", "500", "--new-tokens", "13"), EXIT_USAGE, "is 513 tokens, more than the model's context"),
+    ]
+    for extra, expected, needle in cases:
+        code, out, err = run_cli(*bench, *extra)
+        assert (code, out) == (expected, ""), err
+        assert err.count("\n") == 1, err
+        assert needle in err
+    assert not cache.exists(), "the benchmark started before its outputs were checked"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "tiny"]  # the checks made nothing
+
+
+def test_bench_prints_the_table_when_a_file_cannot_be_written_after_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder of --json is replaced by a file while the benchmark runs (checked before, gone after): the table
+    is printed all the same, the other file is written, and the error is one line."""
+    import awq_autoselect.bench as bench_api
+
+    _, bench = _tiny_bench(tmp_path)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    real = bench_api.benchmark_versions
+
+    def run_then_lose_the_folder(*args: Any, **kwargs: Any) -> Any:
+        report = real(*args, **kwargs)
+        reports.rmdir()
+        reports.write_text("the folder became a file during the run")
+        return report
+
+    monkeypatch.setattr(bench_api, "benchmark_versions", run_then_lose_the_folder)
+    code, out, err = run_cli(*bench, "--json", str(reports / "b.json"), "--csv", str(tmp_path / "b.csv"))
+    assert code == EXIT_BAD_INPUT
+    assert "| torch_int4 |" in out
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: --json {str(reports / 'b.json')!r} cannot be written")
+    assert "the table above has the results" in err
+    assert (tmp_path / "b.csv").read_text().startswith("version,")
+
+
+_SLOW_IMPORT = '''
+"""Makes one import hang (the module named by AWQ_TEST_SLOW_IMPORT), after touching AWQ_TEST_SLOW_MARK."""
+import os
+import sys
+import time
+
+
+class _Slow:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("AWQ_TEST_SLOW_IMPORT"):
+            open(os.environ["AWQ_TEST_SLOW_MARK"], "w").close()
+            time.sleep(120)
+        return None
+
+
+sys.meta_path.insert(0, _Slow())
+'''
+
+
+@pytest.mark.parametrize(
+    ("entry", "module"),
+    [
+        ((sys.executable, "-m", "awq_autoselect"), "torch"),  # load imports torch and AutoAWQ: seconds
+        # the console script: `from awq_autoselect.cli import entrypoint; sys.exit(entrypoint())`
+        (
+            (sys.executable, "-c", "import sys; from awq_autoselect.cli import entrypoint; sys.exit(entrypoint())"),
+            "torch",
+        ),
+        ((sys.executable, "-m", "awq_autoselect"), "awq_autoselect.cli.parser"),  # the command line's own import
+    ],
+)
+def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130(
+    tmp_path: Path, entry: tuple[str, ...], module: str
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_IMPORT)
+    mark = tmp_path / "importing"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "AWQ_TEST_SLOW_IMPORT": module,
+        "AWQ_TEST_SLOW_MARK": str(mark),
+    }
+    proc = subprocess.Popen(
+        [*entry, "load", str(tmp_path / "missing")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not mark.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"{module} was never imported"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, out, err) == (EXIT_INTERRUPTED, "", "error: interrupted\n")

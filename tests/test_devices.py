@@ -42,3 +42,15 @@ def test_resolve_follows_what_this_torch_has() -> None:
         assert resolve_device(None) == torch.device("cpu")
         with pytest.raises(InvalidDeviceSpecError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "xpu:0"])
+def test_a_device_this_torch_cannot_use_is_refused_here(device: str) -> None:
+    """A well-formed device that this torch cannot use (MPS on Linux) is an argument error now, not at the first
+    tensor moved there after trials and a load."""
+    backend = torch.backends.mps if device == "mps" else getattr(torch, "xpu", None)
+    if backend is not None and backend.is_available():
+        assert resolve_device(device).type == device.split(":", maxsplit=1)[0]
+        return
+    with pytest.raises(InvalidDeviceSpecError, match=rf"device '{device}': torch .* cannot use"):
+        resolve_device(device)

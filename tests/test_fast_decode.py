@@ -17,6 +17,7 @@ import torch
 from awq_autoselect import FallbackWarning, load_quantized_auto
 from awq_autoselect.decode.fast import FastGenerate, install, uninstall
 from awq_autoselect.decode.static import StaticDecoder
+from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.kernels.fusion import FusedProjection, fuse_projections
 from awq_autoselect.kernels.torch_int4 import TorchInt4Linear
 from tests.helpers import CollectingStreamer, QuantizedFactory
@@ -224,6 +225,7 @@ def test_load_installs_the_fast_path_by_default_and_can_be_told_not_to(quantized
     model, report = load_quantized_auto(path, device="cpu")
     assert report.decode == "eager"  # on a CPU: the static cache, eagerly
     assert "generate:" in str(report)
+    assert "first compile: none (eager decode steps)" in str(report)
     fast = install(model.model, "graph")  # graph mode on a CPU runs eagerly too: nothing to capture on
     greedy = {"max_new_tokens": 4, "do_sample": False}
     assert torch.equal(model.generate(input_ids=PROMPT, **greedy), fast.original(PROMPT, **greedy))
@@ -319,3 +321,35 @@ def test_asking_to_compile_an_untraceable_kernel_decodes_from_the_graph_with_a_w
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)
         assert _finish(model, read_checkpoint(path), cuda, None, fused=False, kernel=Kernel.TORCH_INT4) == "compile"
+
+
+def test_float_input_ids_are_refused_as_transformers_refuses_them(loaded: Any) -> None:
+    with pytest.raises(Exception):  # noqa: B017, PT011 - transformers' own: the embedding wants integer indices
+        _reference(loaded, PROMPT.float(), max_new_tokens=2)
+    with pytest.raises(InvalidArgumentError, match=r"token ids are integers, got a torch\.float32 tensor"):
+        loaded.generate(input_ids=PROMPT.float(), max_new_tokens=2)
+
+
+def test_the_report_says_how_long_the_first_compile_took(quantized: QuantizedFactory) -> None:
+    """The first generate() compiles the decode step (torch.compile runs on the CPU too), after the report was
+    made: the fast path fills in the report's first_compile then, once."""
+    model: Any
+    model, report = load_quantized_auto(
+        quantized(version="gemm", group_size=128),
+        "torch_int4",
+        device="cpu",
+        dtype=torch.float32,
+        fast_decode="compile",
+    )
+    first = report.first_compile
+    assert report.decode == "compile"
+    assert first.expected
+    assert first.seconds is None
+    assert "first compile: at the first generate() (not run yet)" in str(report)
+    model.generate(input_ids=PROMPT, max_new_tokens=3)
+    seconds = report.to_dict()["first_compile_seconds"]
+    assert isinstance(seconds, float)
+    assert seconds > 0
+    assert f"first compile: {seconds:.2f} s, at the first generate()" in str(report)
+    model.generate(input_ids=PROMPT, max_new_tokens=3)
+    assert report.to_dict()["first_compile_seconds"] == seconds  # the first compile's, not a later call's

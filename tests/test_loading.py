@@ -14,6 +14,7 @@ from awq_autoselect import FallbackWarning, Kernel
 from awq_autoselect.catalogue import Layout
 from awq_autoselect.errors import (
     CorruptCheckpointError,
+    InvalidArgumentError,
     KernelFailedError,
     UnknownVersionError,
     VersionUnavailableError,
@@ -207,3 +208,75 @@ def test_a_selection_planned_without_the_directory_is_held_to_the_zero_point_rul
     assert (skipped.kernel, skipped.ok, skipped.stage) == (Kernel.EXLLAMA, False, "skipped")
     assert "zero - 1" in skipped.message and "in this checkpoint 1 of " in skipped.message
     assert (used.kernel, used.ok, result.report.kernel) == (Kernel.GEMM_TORCH, True, Kernel.GEMM_TORCH)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# arguments: checked before any work (an empty trial cache folder stays empty), and the stage times
+
+
+_BAD_ARGUMENTS: list[tuple[dict[str, object], str]] = [
+    ({"torch_dtype": "float16"}, "torch_dtype='float16': expected a torch.dtype, not a string: pass torch.float16"),
+    ({"dtype": "auto"}, "dtype='auto': expected a torch.dtype, not a string: leave it out"),
+    ({"dtype": torch.int8}, "dtype=torch.int8: expected the floating-point dtype"),
+    ({"torch_dtype": torch.float8_e4m3fn}, "torch_dtype=torch.float8_e4m3fn: expected the floating-point dtype"),
+    ({"dtype": torch.float16, "torch_dtype": torch.bfloat16}, "dtype=torch.float16 and torch_dtype=torch.bfloat16"),
+    ({"probe_tolerance": float("nan")}, "probe_tolerance=nan: expected a relative error >= 0"),
+    ({"probe_tolerance": -0.01}, "probe_tolerance=-0.01"),
+    ({"max_seq_len": 0}, "max_seq_len=0: expected a number of tokens >= 1"),
+    ({"max_seq_len": 2.5}, "max_seq_len=2.5"),
+    ({"fast_decode": "fast"}, "fast_decode='fast': expected 'compile', 'graph', 'eager'"),
+    ({"fast_decode": 1}, "fast_decode=1"),
+    ({"progress": "yes"}, "progress='yes'"),
+    ({"device": "mps"}, "device 'mps': torch"),  # a Linux torch has no MPS
+]
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), _BAD_ARGUMENTS)
+def test_bad_arguments_are_refused_before_any_trial(
+    quantized: QuantizedFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kwargs: dict[str, object],
+    needle: str,
+) -> None:
+    if kwargs.get("device") == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this torch can use MPS: 'mps' is a good device here")
+    path = quantized(version="gemm", group_size=128)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(cache))  # the control below shows trials fill it
+    with pytest.raises(InvalidArgumentError) as caught:
+        load_quantized_auto(path, **kwargs)  # type: ignore[arg-type]
+    assert needle in str(caught.value)
+    assert not cache.exists(), "a trial ran before the argument was checked"
+
+
+def test_an_empty_path_is_not_the_current_directory() -> None:
+    with pytest.raises(InvalidArgumentError, match="checkpoint path '' is empty"):
+        load_quantized_auto("", device="cpu")
+
+
+def test_the_report_times_every_stage_and_the_trials_draw_a_bar(
+    quantized: QuantizedFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The control of the test above: a good load's trials fill the cache folder it watches. The report holds
+    the seconds of each stage, which do not overlap; dtype= is transformers 5's name, torch_dtype its alias."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(cache))
+    path = quantized(version="gemv", group_size=128)  # converted to the GEMM family's layout at load
+    _, report = load_quantized_auto(path, device="cpu", dtype=torch.float32, torch_dtype=torch.float32, progress=True)
+    assert any(cache.iterdir())
+    assert "awq-autoselect trials on cpu" in capsys.readouterr().err
+    assert report.dtype == "float32"
+    stages = report.stages
+    assert stages is not None
+    seconds = stages.to_dict()
+    assert list(seconds) == ["resolve", "trials", "load", "conversion", "probe"]
+    assert all(value > 0 for value in seconds.values()), seconds  # each stage did real work here
+    assert stages.total <= report.seconds
+    assert report.to_dict()["stages"] == seconds
+    text = str(report)
+    assert f"stages:     resolve {stages.resolve:.2f} s, trials {stages.trials:.2f} s" in text
+    assert "first compile: none (eager decode steps)" in text  # the CPU default decodes eagerly
+    _, again = load_quantized_auto(path, device="cpu", dtype=torch.float32, progress=True)
+    assert again.stages is not None and again.stages.total <= again.seconds
+    assert "awq-autoselect trials" not in capsys.readouterr().err  # the cache answered: no trial ran, no bar

@@ -23,9 +23,11 @@ from awq_autoselect import FallbackWarning
 from awq_autoselect.catalogue import Kernel
 from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
 from awq_autoselect.environment import Environment
+from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.loading import load_quantized_auto
 from awq_autoselect.selection import select_awq_version
 from awq_autoselect.trials import (
+    PROGRESS_ENV,
     DecodeMode,
     LayerShape,
     RowTiming,
@@ -35,6 +37,7 @@ from awq_autoselect.trials import (
     TrialResult,
     TrialStatus,
     cached_trials,
+    progress_enabled,
     run_trials,
 )
 from awq_autoselect.trials.cache import machine_key
@@ -450,3 +453,47 @@ def test_a_trial_draws_the_zero_points_its_kernel_can_store(
     }
     child.run_job(job)  # ExLlama cannot run on a CPU: broken after drawing its weights, which is what is checked
     assert drawn and set(drawn) == {lowest}
+
+
+@pytest.mark.parametrize(
+    ("explicit", "variable", "expected"),
+    [
+        (True, "0", True),  # the caller's word wins
+        (False, "1", False),
+        (None, "1", True),
+        (None, "off", False),
+        (None, "", False),  # automatic: pytest's stderr is no terminal, and no notebook runs this
+        (None, None, False),
+    ],
+)
+def test_when_the_trials_draw_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch, explicit: bool | None, variable: str | None, expected: bool
+) -> None:
+    if variable is None:
+        monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PROGRESS_ENV, variable)
+    assert progress_enabled(explicit) is expected
+
+
+def test_a_progress_setting_that_means_nothing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROGRESS_ENV, "sometimes")
+    with pytest.raises(InvalidArgumentError, match=f"{PROGRESS_ENV}='sometimes': expected 1 .* or 0"):
+        progress_enabled()
+    with pytest.raises(InvalidArgumentError, match="progress='yes'"):
+        progress_enabled("yes")  # type: ignore[arg-type]
+
+
+def test_trials_that_run_draw_a_bar_on_stderr_and_cached_answers_none(
+    checkpoint: Path, cache: TrialCache, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    info = read_checkpoint(checkpoint)
+    run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, show_progress=True)
+    err = capsys.readouterr().err
+    assert "awq-autoselect trials on cpu" in err  # tqdm's text form, on the captured stderr
+    assert "1/1" in err and "kernel" in err
+    run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, show_progress=True)
+    assert capsys.readouterr().err == ""  # answered by the cache: nothing ran, nothing to show
+    run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, use_cache=False)
+    assert capsys.readouterr().err == ""  # automatic, and stderr is no terminal: no bar

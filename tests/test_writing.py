@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from awq_autoselect._writing import MARKER_NAME, read_marker, staged_directory, write_file
+from awq_autoselect._writing import MARKER_NAME, check_file_destination, read_marker, staged_directory, write_file
 from awq_autoselect.cli import EXIT_BAD_INPUT, EXIT_OK
 from awq_autoselect.errors import OutputPathError
 from tests.helpers import QuantizedFactory, hash_tree, run_cli
@@ -245,3 +245,18 @@ def test_an_interrupted_convert_leaves_nothing_behind(tmp_path: Path) -> None:
     assert run_cli("convert", str(src), str(tmp_path / "out"), "--to", "gemv")[0] == EXIT_OK
     assert sorted(p.name for p in tmp_path.iterdir()) == ["medium", "out"]
     assert hash_tree(src) == before
+
+
+def test_a_file_destination_that_cannot_be_written_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a folder would be")
+    for target in (blocker / "bench.json", blocker / "deeper" / "bench.json"):
+        with pytest.raises(OutputPathError, match=r"cannot be written: .*notes\.txt' is a file, not a folder"):
+            check_file_destination(target, owned=lambda p: False, what="--json")
+    check_file_destination(tmp_path / "new" / "folders" / "b.json", owned=lambda p: False, what="--json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # the check makes nothing
+    if os.geteuid() != 0:  # root writes into read-only folders (no file system refuses it here)
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(OutputPathError, match="may not write in"):
+            check_file_destination(locked / "b.json", owned=lambda p: False, what="--json")

@@ -10,7 +10,7 @@ Importing this package imports no torch.
 from __future__ import annotations
 
 from .benchmark import benchmark_versions
-from .plot import plot
+from .plot import check_plot_destination, plot
 from .records import (
     JSON_SCHEMA,
     SCHEMA,
@@ -28,6 +28,7 @@ from .records import (
     RunSample,
     Status,
     VersionResult,
+    check_report_destination,
     read_csv,
     validate_report_dict,
 )
@@ -52,6 +53,8 @@ __all__ = [
     "Status",
     "VersionResult",
     "benchmark_versions",
+    "check_plot_destination",
+    "check_report_destination",
     "datasheet_bandwidth_gbps",
     "plot",
     "read_csv",

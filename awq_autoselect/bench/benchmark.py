@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from awq_autoselect.catalogue import parse_kernel
-from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
+from awq_autoselect.checkpoint import CheckpointInfo, check_fits_context, read_checkpoint
 from awq_autoselect.devices import resolve_device
 from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.trials.runner import trials_enabled
@@ -56,7 +56,13 @@ _AUTO = "auto"
 
 
 def _screen(
-    info: CheckpointInfo, states: list[VersionState], dev: BenchDevice, *, rows: Sequence[int], runner: Runner
+    info: CheckpointInfo,
+    states: list[VersionState],
+    dev: BenchDevice,
+    *,
+    rows: Sequence[int],
+    runner: Runner,
+    show_progress: bool,
 ) -> None:
     """Trial the requested kernels that can run here in child processes; mark the ones that break as failed."""
     from awq_autoselect.selection import select_awq_version
@@ -67,7 +73,7 @@ def _screen(
         return
     viable = select_awq_version(info, device=str(dev.dev), measurements=False, strict=False).chain
     kernels = [k for k in requested if k in viable]  # the others are reported unavailable by the loader
-    report = run_trials(info, kernels, device=str(dev.dev), rows=rows)
+    report = run_trials(info, kernels, device=str(dev.dev), rows=rows, show_progress=show_progress)
     tried = {k.value: k for k in kernels}
     for state in states:
         result = report.result(tried[state.name]) if state.name in tried else None
@@ -211,7 +217,8 @@ def benchmark_versions(
         CheckpointError: (and subclasses) ``path`` is not a usable AWQ checkpoint.
         UnknownVersionError: a name in ``versions`` is not a kernel version.
         InvalidDeviceSpecError: ``device`` is malformed or names CUDA where there is none.
-        InvalidArgumentError: a count or size out of range, a repeated version or batch size.
+        InvalidArgumentError: a count or size out of range, a repeated version or batch size, or
+            ``prompt_tokens + new_tokens`` longer than the model's context (checked before anything is measured).
     """
     started = _dt.datetime.now(_dt.timezone.utc)
     sizes = _check_settings(prompt_tokens, new_tokens, batch_sizes, repeats, warmup)
@@ -219,6 +226,7 @@ def benchmark_versions(
     if peak_bandwidth_gbps is not None and not peak_bandwidth_gbps > 0:
         raise InvalidArgumentError(f"peak_bandwidth_gbps={peak_bandwidth_gbps!r}: expected a positive number")
     info = read_checkpoint(path)
+    check_fits_context(info, prompt_tokens, new_tokens)
     dev = BenchDevice(resolve_device(device))
     names = _normalise_versions(versions, include_fp16, dev.is_cuda)
     settings = BenchmarkSettings(
@@ -259,7 +267,7 @@ def benchmark_versions(
     states = [VersionState(name) for name in names]
     if trials_enabled(trials):
         prefill = (Workload(batch_size=b, prompt_tokens=prompt_tokens).prefill_rows for b in sizes)
-        _screen(info, states, dev, rows=sorted({*sizes, *prefill}), runner=runner)
+        _screen(info, states, dev, rows=sorted({*sizes, *prefill}), runner=runner, show_progress=show)
     if mode is None:
         kv = kv_bytes_per_token(info.config, prompt_tokens, new_tokens, max(sizes)) or 0
         run_bytes = 3 * kv  # the whole cache is about twice the mean read; leave room for activations

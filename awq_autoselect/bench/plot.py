@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from awq_autoselect._writing import write_file
+from awq_autoselect._writing import check_file_destination, write_file
 from awq_autoselect.errors import InvalidArgumentError, MissingDependencyError
 
 from .records import BenchmarkReport
 
-__all__ = ["plot"]
+__all__ = ["check_plot_destination", "plot"]
 
 _PLOT_SOFTWARE = "awq-autoselect benchmark plot"
 
@@ -25,6 +25,37 @@ def _is_plot(path: Path) -> bool:
     return head.startswith(b"\x89PNG") and b"Software\x00" + _PLOT_SOFTWARE.encode() in head
 
 
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401 - only whether it imports
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "plot() needs matplotlib, which is not installed: install it with the 'plot' extra "
+            "(awq-autoselect[plot]) or write the report with to_csv() and plot that"
+        ) from exc
+
+
+def _png_path(path: str | os.PathLike[str]) -> Path:
+    out = Path(os.fspath(path))
+    if out.suffix.lower() != ".png":
+        raise InvalidArgumentError(f"plot path {str(out)!r}: the plot is written as PNG; name it *.png")
+    return out
+
+
+def check_plot_destination(path: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> None:
+    """Check, before a benchmark of ``checkpoint`` runs, that :func:`plot` can draw its report at ``path``.
+    Nothing is created.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: ``path`` does not end in ``.png``.
+        OutputPathError: ``path`` lies inside the checkpoint, exists and is not such a plot, or its folder cannot
+            be written.
+    """
+    _require_matplotlib()
+    check_file_destination(_png_path(path), owned=_is_plot, sources=[checkpoint], what="--plot")
+
+
 def plot(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
     """Draw median TPOT (bars, with p90 whiskers) and GPU kernel time per token per version and batch size.
 
@@ -35,13 +66,11 @@ def plot(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
         InvalidArgumentError: ``path`` does not end in ``.png``.
         OutputPathError: ``path`` lies inside the checkpoint, exists and is not such a plot, or cannot be written.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "plot() needs matplotlib, which is not installed: install it with the 'plot' extra "
-            "(awq-autoselect[plot]) or write the report with to_csv() and plot that"
-        ) from exc
+    _require_matplotlib()
+    out = _png_path(path)
+
+    from matplotlib.figure import Figure
+
     rows = [r for r in report.rows() if r.tpot_ms_median is not None]
     labels = list(dict.fromkeys(r.version for r in rows))
     sizes = list(dict.fromkeys(r.batch_size for r in rows))
@@ -88,9 +117,6 @@ def plot(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
     if rows:
         axes.legend(fontsize="small")
     figure.tight_layout()
-    out = Path(os.fspath(path))
-    if out.suffix.lower() != ".png":
-        raise InvalidArgumentError(f"plot path {str(out)!r}: the plot is written as PNG; name it *.png")
     return write_file(
         out,
         lambda target: figure.savefig(target, format="png", metadata={"Software": _PLOT_SOFTWARE}),

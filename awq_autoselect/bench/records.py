@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from awq_autoselect._codec import JSONValue, csv_cell, csv_value, from_json, json_schema, to_json, validate
-from awq_autoselect._writing import write_file
-from awq_autoselect.errors import InvalidReportError
+from awq_autoselect._writing import check_file_destination, write_file
+from awq_autoselect.errors import InvalidArgumentError, InvalidReportError
 
 __all__ = [
     "JSON_SCHEMA",
@@ -42,6 +42,7 @@ __all__ = [
     "RunSample",
     "Status",
     "VersionResult",
+    "check_report_destination",
     "read_csv",
     "validate_report_dict",
 ]
@@ -542,6 +543,25 @@ def _is_csv_report(path: Path) -> bool:
 
 def _is_markdown_report(path: Path) -> bool:
     return _first_bytes(path, len(MARKDOWN_MARKER) + 2).splitlines()[:1] == [MARKDOWN_MARKER.encode()]
+
+
+_OWNED = {"json": _is_json_report, "csv": _is_csv_report, "markdown": _is_markdown_report}
+
+
+def check_report_destination(path: str | os.PathLike[str], kind: str, checkpoint: str | os.PathLike[str]) -> None:
+    """Check, before a benchmark of ``checkpoint`` runs, that its report can be written at ``path`` as ``kind``
+    (``"json"``, ``"csv"`` or ``"markdown"``): what :meth:`BenchmarkReport.write_json` and its siblings check
+    again when they write. Nothing is created.
+
+    Raises:
+        InvalidArgumentError: ``kind`` is none of the three.
+        OutputPathError: ``path`` lies inside the checkpoint, exists and is not such a report, or its folder cannot
+            be written.
+    """
+    owned = _OWNED.get(kind)
+    if owned is None:
+        raise InvalidArgumentError(f"kind={kind!r}: expected one of {', '.join(map(repr, _OWNED))}")
+    check_file_destination(path, owned=owned, sources=[checkpoint], what=f"--{kind}")
 
 
 def _empty_row(result: VersionResult, batch_size: int, decode: str) -> BenchmarkRow:

@@ -6,6 +6,7 @@ Exit codes:
     2  usage error: bad arguments, unknown version name, malformed capability
     3  bad input: the checkpoint is missing, not AWQ, unsupported or corrupt; a conversion is impossible
     4  the CUDA context was poisoned by a kernel (retry in a fresh process)
+    130  interrupted (Ctrl-C), also while the command still imports torch and AutoAWQ: one line, no traceback
 """
 
 from __future__ import annotations
@@ -20,13 +21,23 @@ from typing import NoReturn, TextIO
 
 from awq_autoselect.errors import AwqAutoselectError
 
-from .exits import EXIT_BAD_INPUT, EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_POISONED, EXIT_USAGE, exit_code
+from .exits import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_POISONED,
+    EXIT_USAGE,
+    exit_code,
+)
 from .parser import UsageError, build_parser
 
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_CODES",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_POISONED",
     "EXIT_USAGE",
@@ -44,6 +55,8 @@ def _one_line(text: str) -> str:
 def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback."""
     try:
+        if _loads_model(args):
+            _quiet_dependencies(args.verbose)  # imports torch and AutoAWQ: seconds, and it can fail
         return func(args, out)
     except AwqAutoselectError as exc:
         lines = str(exc).splitlines()
@@ -53,7 +66,7 @@ def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Names
         return exit_code(exc)
     except KeyboardInterrupt:
         err.write("error: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug or an environment failure we did not foresee: still one line
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
         err.write(
@@ -90,9 +103,17 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """Run the CLI. Returns the exit code instead of exiting."""
+    """Run the CLI. Returns the exit code instead of exiting (130 after Ctrl-C, whenever it comes)."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
+    try:
+        return _main(argv, out, err)
+    except KeyboardInterrupt:  # outside a command: while parsing, or setting up
+        err.write("error: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -115,8 +136,6 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if _loads_model(args):
-            _quiet_dependencies(args.verbose)
         return _run(func, args, out, err)
     finally:
         if previous is not None:
@@ -125,4 +144,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
 
 def entrypoint() -> NoReturn:
     """Console-script entry point."""
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

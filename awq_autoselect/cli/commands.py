@@ -215,9 +215,17 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
+    from awq_autoselect.checkpoint import check_fits_context, read_checkpoint
     from awq_autoselect.loading import load_quantized_auto
 
-    tokenizer = _tokenizer(args.path) if args.generate is not None else None  # before a minute of loading
+    tokenizer: object = None
+    if args.generate is not None:  # before a minute of loading: the tokenizer, and a request the model can hold
+        info = read_checkpoint(args.path)
+        tokenizer = _tokenizer(args.path)
+        prompt = _token_count(tokenizer, args.generate)
+        check_fits_context(
+            info, prompt, args.max_new_tokens, prompt_name="the --generate prompt", new_name="--max-new-tokens"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
         warnings.simplefilter("always", CheckpointWarning)
@@ -267,6 +275,11 @@ def _tokenizer(path: str) -> object:
         return AutoTokenizer.from_pretrained(str(root))
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{root}: its tokenizer cannot be loaded ({exc}); --generate needs one") from exc
+
+
+def _token_count(tokenizer: object, prompt: str) -> int:
+    assert callable(tokenizer)
+    return len(tokenizer(prompt).input_ids)
 
 
 def _generate(model: object, tokenizer: object, prompt: str, max_new_tokens: int) -> str:
@@ -332,11 +345,37 @@ def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _bench_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The files bench writes, as (kind, path), each checked before anything is measured.
+
+    Raises:
+        InvalidArgumentError: two options name the same file.
+        MissingDependencyError: ``--plot`` without matplotlib.
+        OutputPathError: a destination that cannot or may not be written.
+    """
+    from awq_autoselect.bench import check_plot_destination, check_report_destination
+    from awq_autoselect.errors import InvalidArgumentError
+
+    outputs = [(kind, path) for kind in ("json", "csv", "markdown", "plot") if (path := getattr(args, kind))]
+    seen: dict[Path, str] = {}
+    for kind, path in outputs:
+        where = Path(path).expanduser().resolve()
+        if where in seen:
+            raise InvalidArgumentError(f"--{seen[where]} and --{kind} both name {path!r}: give each its own file")
+        seen[where] = kind
+        if kind == "plot":
+            check_plot_destination(path, args.path)
+        else:
+            check_report_destination(path, kind, args.path)
+    return outputs
+
+
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.bench import Status, benchmark_versions, plot
     from awq_autoselect.bench.runner import CPU_DENSE_NAME, FP16_NAME
-    from awq_autoselect.errors import KernelFailedError
+    from awq_autoselect.errors import KernelFailedError, OutputPathError
 
+    outputs = _bench_outputs(args)  # a benchmark runs for minutes: a bad destination fails now, not after it
     batch_sizes: tuple[int, ...] = args.batch_size
     report = benchmark_versions(
         args.path,
@@ -356,15 +395,20 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         peak_bandwidth_gbps=args.peak_bandwidth,
         progress=None,
     )
-    if args.json:
-        report.write_json(args.json)
-    if args.csv:
-        report.write_csv(args.csv)
-    if args.markdown:
-        report.write_markdown(args.markdown)
-    if args.plot:
-        plot(report, args.plot)
-    out.write(report.to_markdown() + "\n")
+    out.write(report.to_markdown() + "\n")  # first: a file that fails to write must not cost the table
+    out.flush()
+    writers = {"json": report.write_json, "csv": report.write_csv, "markdown": report.write_markdown}
+    failed: list[str] = []
+    for kind, path in outputs:
+        try:
+            if kind == "plot":
+                plot(report, path)
+            else:
+                writers[kind](path)
+        except OutputPathError as exc:  # checked before the run; the folder changed since (or the disk is full)
+            failed.append(str(exc))
+    if failed:
+        raise OutputPathError("; ".join(failed) + " (the table above has the results)")
     quantized = [r for r in report.results if r.version not in (FP16_NAME, CPU_DENSE_NAME)]
     if quantized and not any(b.status is Status.OK for r in quantized for b in r.batches):
         # The reports above say why for each version; the exit code says nothing of the checkpoint could run.
@@ -466,6 +510,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
         use_cache=False,
         timeout_s=args.timeout,
         progress=_progress_printer(sys.stderr),
+        show_progress=False,  # the printer above draws the bar
     )
     selections = [
         select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False) for work in works

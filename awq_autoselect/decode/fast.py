@@ -164,12 +164,15 @@ class FastGenerate:
         model: a transformers causal LM (``PreTrainedModel``).
         mode: ``"compile"``, ``"graph"`` or ``"eager"`` (:data:`DECODE_MODES`); ``"compile"`` and ``"graph"`` need
             CUDA and otherwise run the static cache eagerly.
+        on_compiled: called once, with the seconds the first call spent compiling or capturing its decode step.
 
     Raises:
         InvalidArgumentError: an unknown ``mode``.
     """
 
-    def __init__(self, model: torch.nn.Module, *, mode: str = "compile") -> None:
+    def __init__(
+        self, model: torch.nn.Module, *, mode: str = "compile", on_compiled: Callable[[float], None] | None = None
+    ) -> None:
         if mode not in DECODE_MODES:
             raise InvalidArgumentError(f"fast_decode={mode!r}: expected one of {', '.join(DECODE_MODES)} or False")
         self.model = model
@@ -180,6 +183,7 @@ class FastGenerate:
         self.original: Callable[..., Any] = generate.__get__(model)
         self._decoders: dict[tuple[int, int], StaticDecoder] = {}
         self._warned: set[str] = set()
+        self._on_compiled = on_compiled
         self.last_path = ""
         """How the last call was served: ``"fast"`` or ``"transformers: <why>"``."""
 
@@ -194,6 +198,11 @@ class FastGenerate:
         inputs = args[0] if args else kwargs.pop("inputs", None)
         ids = kwargs.pop("input_ids", None)
         ids = inputs if ids is None else ids
+        if isinstance(ids, torch.Tensor) and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
+            raise InvalidArgumentError(
+                f"generate(input_ids=...): token ids are integers, got a {ids.dtype} tensor; pass the tokenizer's "
+                "input_ids (torch.long), or ids.long() if these hold token ids"
+            )
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[1] == 0:
             return "input_ids that are not a [batch, tokens] tensor", None
         given = kwargs.pop("generation_config", None)
@@ -327,6 +336,9 @@ class FastGenerate:
                     logits = decoder.decode_step(token)
         if streamer is not None:
             getattr(streamer, "end")()  # noqa: B009 - a transformers streamer
+        if self._on_compiled is not None and decoder.setup_seconds is not None:
+            self._on_compiled(decoder.setup_seconds)
+            self._on_compiled = None
         return torch.cat([ids.to(decoder.device), out[:, :produced]], dim=1)
 
 
@@ -365,9 +377,11 @@ class _HostCopy:
         return self._tokens, self._alive is None or bool(self._alive[0])
 
 
-def install(model: torch.nn.Module, mode: str = "compile") -> FastGenerate:
+def install(
+    model: torch.nn.Module, mode: str = "compile", *, on_compiled: Callable[[float], None] | None = None
+) -> FastGenerate:
     """Give ``model`` (a transformers causal LM) a :class:`FastGenerate` as its ``generate``; returns it."""
-    fast = FastGenerate(model, mode=mode)
+    fast = FastGenerate(model, mode=mode, on_compiled=on_compiled)
     model.__dict__["generate"] = fast  # an instance attribute: this object only
     logger.info("fast decode (%s) installed on %s", mode, type(model).__name__)
     return fast

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,9 @@ class StaticDecoder:
         self.compiled = bool(compile)
         """Whether the decode step is (to be) compiled with torch.compile."""
         self._compiled_forward: Callable[..., object] | None = None
+        self.setup_seconds: float | None = None
+        """Wall seconds of the first decode step when it compiled the step or captured its graph (None until
+        then, and for plain eager steps)."""
         self._length = 0
         self._prefilled = False
 
@@ -306,6 +310,8 @@ class StaticDecoder:
         self._ids.copy_(token_ids.reshape(self.batch_size, 1))
         self._positions.fill_(self._length)
         self._cache_position.fill_(self._length)
+        setup = (self.graph_enabled and self._graph is None) or (self.compiled and self._compiled_forward is None)
+        started = time.perf_counter()
         with torch.no_grad():
             if self.graph_enabled and self._graph is None:
                 self._capture()
@@ -314,6 +320,8 @@ class StaticDecoder:
                 logits = self._graph_logits.clone()
             else:
                 logits = self._step()
+        if setup and self.setup_seconds is None:
+            self.setup_seconds = time.perf_counter() - started
         self._length += 1
         return logits
 

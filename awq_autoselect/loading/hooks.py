@@ -66,7 +66,13 @@ def _layer_index(info: CheckpointInfo) -> dict[str, QuantizedLayer]:
 
 
 def _weights_loader(
-    info: CheckpointInfo, target: Layout, device: torch.device, dtype: torch.dtype, conversions: list[str]
+    info: CheckpointInfo,
+    target: Layout,
+    device: torch.device,
+    dtype: torch.dtype,
+    conversions: list[str],
+    *,
+    on_convert: Callable[[float], None] | None,
 ) -> Callable[..., None]:
     """A stand-in for accelerate's ``load_checkpoint_and_dispatch`` that converts layouts in memory."""
 
@@ -79,7 +85,7 @@ def _weights_loader(
         unexpected: list[str] = []
         if info.layout is not target:
             conversions.append(f"{info.layout.value} -> {target.value}: repacked in memory at load (exact)")
-        for stored, tensor in iter_tensors(info, target):
+        for stored, tensor in iter_tensors(info, target, on_convert=on_convert):
             name = model_name(stored, info.model_type, expected)  # Mixtral's experts moved in transformers 5
             if name not in expected:
                 unexpected.append(stored)
@@ -138,12 +144,16 @@ def build_model(
     trust_remote_code: bool,
     conversions: list[str],
     generation_config: GenerationConfig,
+    on_convert: Callable[[float], None] | None = None,
 ) -> torch.nn.Module:
     """Run AutoAWQ's from_quantized for ``kernel`` on ``device`` and return the model wrapper.
 
     ``generation_config`` (:func:`~awq_autoselect.loading.generation.checkpoint_generation_config`) replaces the
-    one ``from_config`` derived from config.json alone.
+    one ``from_config`` derived from config.json alone. ``conversions`` receives each conversion made, in words;
+    ``on_convert`` the seconds each one took (layouts repacked while loading, the repack and fusion after it).
     """
+    import time
+
     import torch
 
     from awq_autoselect._awq import import_awq
@@ -185,7 +195,9 @@ def build_model(
             awq_base,
             AwqConfig=_FixedConfig,
             get_best_device=lambda: best_device,
-            load_checkpoint_and_dispatch=_weights_loader(info, target, device, dtype, conversions),
+            load_checkpoint_and_dispatch=_weights_loader(
+                info, target, device, dtype, conversions, on_convert=on_convert
+            ),
             tqdm=_no_progress,  # AutoAWQ draws a progress bar per load on stderr; a library should not
         ),
         silenced("awq"),  # AutoAWQ's warnings about its own fallbacks: the report says what happened
@@ -208,6 +220,7 @@ def build_model(
     elif kernel is Kernel.TORCH_INT4:
         from awq_autoselect.kernels.torch_int4 import convert_model_to_torch_int4
 
+        started = time.perf_counter()
         inner = hf_model_of(model)
         assert isinstance(inner, torch.nn.Module)
         count = convert_model_to_torch_int4(inner, dtype=dtype)
@@ -217,10 +230,13 @@ def build_model(
         groups = fuse_projections(inner)
         if groups:
             conversions.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
+        if on_convert is not None:
+            on_convert(time.perf_counter() - started)
     elif kernel is Kernel.GEMV_TRITON:
         from awq_autoselect.kernels.fusion import fuse_projections
         from awq_autoselect.kernels.triton_int4 import convert_model_to_triton_int4, tune_layers
 
+        started = time.perf_counter()
         inner = hf_model_of(model)
         assert isinstance(inner, torch.nn.Module)
         count = convert_model_to_triton_int4(inner, dtype=dtype)
@@ -231,6 +247,8 @@ def build_model(
         if device.type == "cuda":
             tuned = tune_layers(inner)
             conversions.append("gemv launch configurations: " + ", ".join(f"{k} {v}" for k, v in tuned.items()))
+        if on_convert is not None:
+            on_convert(time.perf_counter() - started)
     cast("PreTrainedModel", hf_model_of(model)).generation_config = generation_config
     model.eval()
     return model

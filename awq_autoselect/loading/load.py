@@ -21,12 +21,13 @@ The user's files are only read. The hooks are applied under a process-wide lock 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from awq_autoselect._awq import fused_modules, hf_model_of
@@ -43,13 +44,14 @@ from awq_autoselect.errors import (
     VersionUnavailableError,
 )
 from awq_autoselect.trials.records import TrialReport
-from awq_autoselect.trials.runner import run_trials, trials_enabled
+from awq_autoselect.trials.runner import progress_enabled, run_trials, trials_enabled
 from awq_autoselect.workload import Workload
 
+from .arguments import check_arguments, float_dtype
 from .generation import checkpoint_generation_config
 from .hooks import build_model, default_dtype
 from .probe import DEFAULT_PROBE_TOLERANCE, ProbeMismatchError, run_probe
-from .records import Attempt, LoadReport, LoadResult
+from .records import Attempt, FirstCompile, LoadReport, LoadResult, StageTimes
 
 if TYPE_CHECKING:
     import torch
@@ -89,6 +91,16 @@ def _merged(first: TrialReport, second: TrialReport) -> TrialReport:
 def _trial_attempts(broken: Iterable[tuple[Kernel, str]]) -> list[Attempt]:
     """Kernels whose trial failed, as the attempts they are (never built in this process)."""
     return [Attempt(k, False, "trial", False, None, f"failed its trial in a child process: {why}") for k, why in broken]
+
+
+@contextlib.contextmanager
+def _timed(spent: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall seconds to ``spent[stage]``, also when it raises."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent[stage] += time.perf_counter() - started
 
 
 def _release(device: torch.device) -> None:
@@ -148,6 +160,7 @@ def _finish(
     *,
     fused: bool,
     kernel: Kernel,
+    first_compile: FirstCompile | None = None,
 ) -> str:
     """Install the fast decode path and a ``save_quantized`` that writes a loadable checkpoint; the decode mode."""
     from awq_autoselect.decode.fast import install
@@ -178,7 +191,9 @@ def _finish(
     if fused:
         logger.info("fast decode not installed: AutoAWQ's fused layers keep their own KV cache")
         return "transformers"
-    install(hf_model_of(model), str(mode))
+    if first_compile is not None:
+        first_compile.expected = mode == "compile" or (mode == "graph" and dev.type == "cuda")
+    install(hf_model_of(model), str(mode), on_compiled=None if first_compile is None else first_compile.note)
     return str(mode)
 
 
@@ -214,11 +229,13 @@ def load_quantized_auto(
     selection: Selection | None = None,
     environment: Environment | None = None,
     max_seq_len: int | None = None,
+    dtype: torch.dtype | None = None,
     torch_dtype: torch.dtype | None = None,
     probe_tolerance: float = DEFAULT_PROBE_TOLERANCE,
     trust_remote_code: bool = False,
     trials: bool | None = None,
     fast_decode: str | bool | None = None,
+    progress: bool | None = None,
 ) -> LoadResult:
     """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
 
@@ -237,8 +254,9 @@ def load_quantized_auto(
             ``select_awq_version``); its chain is tried in order, each kernel for real.
         environment: the kernel-module probe to select with (default: :func:`probe_environment`).
         max_seq_len: passed to AutoAWQ (fused layers' cache size).
-        torch_dtype: dtype of the non-quantized weights and activations. Default: float16 on CUDA, bfloat16 for
-            torch_int4, float32 on CPU.
+        dtype: dtype of the non-quantized weights and activations: ``torch.float16``, ``torch.bfloat16`` or
+            ``torch.float32``. Default: float16 on CUDA, bfloat16 for torch_int4, float32 on CPU.
+        torch_dtype: the older name of ``dtype`` (transformers 5 renamed it); given both, they must agree.
         probe_tolerance: relative error allowed between a probed layer and its float32 reference.
         trust_remote_code: passed to transformers; off by default.
         trials: run every viable kernel on layers of this checkpoint's shapes in child processes first (timed,
@@ -253,6 +271,9 @@ def load_quantized_auto(
             eager steps; the default on a CPU), or ``False`` (transformers' own ``generate``). Requests the fast
             path cannot serve (beam search, padding, ...) go to transformers' ``generate`` with a
             ``FallbackWarning``.
+        progress: draw a progress bar on stderr while trials run (the first load of a checkpoint on a machine).
+            ``None``: on a terminal or in a notebook, unless ``$AWQ_AUTOSELECT_PROGRESS`` is ``0``
+            (:func:`awq_autoselect.trials.progress_enabled`).
 
     Returns:
         ``LoadResult(model, report)``. The model's ``generation_config`` is the checkpoint's, as transformers'
@@ -261,13 +282,19 @@ def load_quantized_auto(
         A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the kernel used is not the one requested,
         or when a chosen kernel failed to load or to pass the probe. With
         ``version="auto"``, kernels whose trial failed were never chosen: they are listed in ``report.attempts``
-        (stage ``"trial"``) and logged, without a warning: measuring them is how auto chooses.
+        (stage ``"trial"``) and logged, without a warning: measuring them is how auto chooses. ``report.stages``
+        holds the seconds of each stage; ``report.first_compile`` is filled in by the first ``generate()``.
 
     Warns:
         CheckpointWarning: the checkpoint's files disagree, or generation_config.json cannot be read, and loading
             went on (the message names the files and the values used).
 
     Raises:
+        InvalidArgumentError: an argument's value cannot be used (checked before the checkpoint's weights are read
+            and before any trial): an empty ``path``, ``dtype``/``torch_dtype`` not a floating-point torch.dtype
+            or the two disagreeing, ``probe_tolerance`` NaN or negative, ``max_seq_len`` below 1, an unknown
+            ``fast_decode``, ``progress`` or ``$AWQ_AUTOSELECT_PROGRESS``, a ``device`` this torch cannot use
+            (:class:`~awq_autoselect.errors.InvalidDeviceSpecError`).
         CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
         UnknownVersionError: ``version`` is not a known kernel name.
         VersionUnavailableError: ``fallback=False`` and the requested version cannot run here.
@@ -275,8 +302,10 @@ def load_quantized_auto(
         CudaContextPoisonedError: a CUDA error made the context unusable; probe in a fresh process.
     """
     started = time.perf_counter()
-    info = read_checkpoint(path)
+    check_arguments(probe_tolerance=probe_tolerance, max_seq_len=max_seq_len, fast_decode=fast_decode)
+    show_progress = progress_enabled(progress)
     requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
+    info = read_checkpoint(path)
     generation = checkpoint_generation_config(info)  # a bad generation_config.json fails before any trial
 
     import torch
@@ -284,14 +313,20 @@ def load_quantized_auto(
     from awq_autoselect.environment import probe_environment
     from awq_autoselect.selection import checkpoint_rejections, select_awq_version
 
+    asked_dtype = float_dtype(dtype, torch_dtype)
     dev = resolve_device(device)
+    spent = dict.fromkeys(("trials", "load", "probe"), 0.0)
+    converted: list[float] = []  # seconds of each conversion, inside the build's time
     env = environment if environment is not None else probe_environment()
     trial_failures: list[tuple[Kernel, str]] = []
     untrialed: set[Kernel] = set()  # fallbacks whose trial waits until the load needs them
     work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
 
     def trial(kernels: Sequence[Kernel]) -> TrialReport:
-        return run_trials(info, kernels, device=str(dev), rows=(work.decode_rows, work.prefill_rows))
+        with _timed(spent, "trials"):
+            return run_trials(
+                info, kernels, device=str(dev), rows=(work.decode_rows, work.prefill_rows), show_progress=show_progress
+            )
 
     if selection is None:
         capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
@@ -346,6 +381,7 @@ def load_quantized_auto(
         chain = chain[:1]
 
     conversions: list[str] = []
+    resolved = time.perf_counter() - started - spent["trials"]
     index = -1
     while index + 1 < len(chain):
         index += 1
@@ -358,27 +394,30 @@ def load_quantized_auto(
                 break
         kernel = chain[index]
         for fused in _fuse_options(kernel, fuse_layers, dev, env):
-            dtype = torch_dtype or default_dtype(kernel, dev)
+            run_dtype = asked_dtype or default_dtype(kernel, dev)
             t0 = time.perf_counter()
             conversions.clear()
             model: torch.nn.Module | None = None
             stage = "load"
             try:
-                model = build_model(
-                    info,
-                    kernel,
-                    dev,
-                    dtype,
-                    fused=fused,
-                    max_seq_len=max_seq_len,
-                    trust_remote_code=trust_remote_code,
-                    conversions=conversions,
-                    generation_config=generation.config,
-                )
+                with _timed(spent, "load"):
+                    model = build_model(
+                        info,
+                        kernel,
+                        dev,
+                        run_dtype,
+                        fused=fused,
+                        max_seq_len=max_seq_len,
+                        trust_remote_code=trust_remote_code,
+                        conversions=conversions,
+                        generation_config=generation.config,
+                        on_convert=converted.append,
+                    )
                 result = None
                 if probe:
                     stage = "probe"
-                    result = run_probe(model, info, dev, probe_tolerance)
+                    with _timed(spent, "probe"):
+                        result = run_probe(model, info, dev, probe_tolerance)
                     if not result.ok:
                         raise ProbeMismatchError(result.message)
             except AwqAutoselectError as exc:
@@ -407,13 +446,17 @@ def load_quantized_auto(
             attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
             # AutoAWQ skips fusing silently in some setups (no awq_ext): what was built decides.
             built_fused = bool(fused_modules(model))
-            decode = _finish(model, info, dev, fast_decode, fused=built_fused, kernel=kernel)
+            first_compile = FirstCompile()
+            decode = _finish(
+                model, info, dev, fast_decode, fused=built_fused, kernel=kernel, first_compile=first_compile
+            )
+            conversion = sum(converted)
             report = LoadReport(
                 path=str(info.path),
                 requested=requested,
                 kernel=kernel,
                 device=str(dev),
-                dtype=str(dtype).replace("torch.", ""),
+                dtype=str(run_dtype).replace("torch.", ""),
                 fused=built_fused,
                 checkpoint_layout=info.layout,
                 loaded_layout=CATALOGUE[kernel].layout,
@@ -424,6 +467,14 @@ def load_quantized_auto(
                 seconds=time.perf_counter() - started,
                 decode=decode,
                 generation_config_source=generation.source,
+                stages=StageTimes(
+                    resolve=resolved,
+                    trials=spent["trials"],
+                    load=spent["load"] - conversion,
+                    conversion=conversion,
+                    probe=spent["probe"],
+                ),
+                first_compile=first_compile,
             )
             failed = report.fallbacks
             for attempt in attempts:

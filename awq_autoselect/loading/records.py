@@ -13,7 +13,16 @@ if TYPE_CHECKING:
 
     from awq_autoselect.selection import Selection
 
-__all__ = ["Attempt", "LayerCheck", "LoadReport", "LoadResult", "ProbeResult", "json_float"]
+__all__ = [
+    "Attempt",
+    "FirstCompile",
+    "LayerCheck",
+    "LoadReport",
+    "LoadResult",
+    "ProbeResult",
+    "StageTimes",
+    "json_float",
+]
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,60 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class StageTimes:
+    """Wall seconds each stage of a load took. The stages do not overlap: their sum is at most the load's
+    ``seconds``; the rest (installing fast decode, freeing a failed attempt's memory) belongs to none."""
+
+    resolve: float  # arguments, checkpoint headers, device, kernel modules, selection (zero-point count included)
+    trials: float  # kernels run in child processes (cache lookups included: near 0 when every answer was cached)
+    load: float  # AutoAWQ's from_quantized and the kernel's layers, every attempt, conversion excluded
+    conversion: float  # packed layouts converted in memory, torch_int4's repack and fusion
+    probe: float  # the numeric probe, every attempt
+
+    @property
+    def total(self) -> float:
+        return self.resolve + self.trials + self.load + self.conversion + self.probe
+
+    def to_dict(self) -> dict[str, float]:
+        return {name: round(getattr(self, name), 4) for name in _STAGES}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {getattr(self, name):.2f} s" for name in _STAGES)
+
+
+_STAGES = ("resolve", "trials", "load", "conversion", "probe")
+
+
+class FirstCompile:
+    """How long the model's first ``generate()`` spent compiling its decode step or capturing its CUDA graph.
+
+    The load cannot know it: the first call compiles (tens of seconds for a 7B model on CUDA), so the model's fast
+    decode path fills this in then (:class:`~awq_autoselect.decode.fast.FastGenerate`). It is the one part of a
+    :class:`LoadReport` that changes after the load: :attr:`seconds` is None until that call.
+
+    Args:
+        expected: whether the decode path compiles or captures at all (plain eager steps do neither).
+    """
+
+    def __init__(self, expected: bool = False) -> None:
+        self.expected = expected
+        self.seconds: float | None = None
+
+    def note(self, seconds: float) -> None:
+        """Record the first compile's seconds (later calls are ignored)."""
+        if self.seconds is None:
+            self.seconds = float(seconds)
+
+    def __repr__(self) -> str:
+        return f"FirstCompile(expected={self.expected}, seconds={self.seconds})"
+
+    def __str__(self) -> str:
+        if self.seconds is not None:
+            return f"{self.seconds:.2f} s, at the first generate()"
+        return "at the first generate() (not run yet)" if self.expected else "none (eager decode steps)"
+
+
+@dataclass(frozen=True)
 class LoadReport:
     """What :func:`load_quantized_auto` did: the request, the result, every attempt and conversion."""
 
@@ -117,6 +180,8 @@ class LoadReport:
     # where model.generation_config came from: "generation_config.json", or "config.json" when the checkpoint has
     # no (readable) generation_config.json, as transformers' from_pretrained builds it
     generation_config_source: str = "config.json"
+    stages: StageTimes | None = None  # None for a report built by hand
+    first_compile: FirstCompile = field(default_factory=FirstCompile, compare=False, repr=False)
 
     def __repr__(self) -> str:
         # The full account is str(report) / explain(); a repr stays one short line.
@@ -163,6 +228,8 @@ class LoadReport:
             "seconds": round(self.seconds, 3),
             "decode": self.decode,
             "generation_config_source": self.generation_config_source,
+            "stages": None if self.stages is None else self.stages.to_dict(),
+            "first_compile_seconds": self.first_compile.seconds,
         }
 
     def __str__(self) -> str:
@@ -179,6 +246,8 @@ class LoadReport:
             lines.append(f"probe:      {'ok' if self.probe.ok else 'FAILED'}: {self.probe.message}")
         lines.append(f"generate:   {_DECODE_WORDS.get(self.decode, self.decode)}")
         lines.append(f"generation: settings from {self.generation_config_source}")
+        if self.stages is not None:
+            lines.append(f"stages:     {self.stages}; first compile: {self.first_compile}")
         if self.selection is not None:
             measured = [c for c in self.selection.candidates if c.measured_ms is not None]
             if measured:

@@ -10,10 +10,20 @@ from __future__ import annotations
 
 from .cache import CACHE_ENV, TrialCache, cache_dir
 from .records import DecodeMode, LayerShape, RowTiming, ShapeResult, TrialReport, TrialResult, TrialStatus
-from .runner import TIMEOUT_ENV, TRIALS_ENV, cached_trials, layer_shapes, run_trials, trials_enabled
+from .runner import (
+    PROGRESS_ENV,
+    TIMEOUT_ENV,
+    TRIALS_ENV,
+    cached_trials,
+    layer_shapes,
+    progress_enabled,
+    run_trials,
+    trials_enabled,
+)
 
 __all__ = [
     "CACHE_ENV",
+    "PROGRESS_ENV",
     "TIMEOUT_ENV",
     "TRIALS_ENV",
     "DecodeMode",
@@ -27,6 +37,7 @@ __all__ = [
     "cache_dir",
     "cached_trials",
     "layer_shapes",
+    "progress_enabled",
     "run_trials",
     "trials_enabled",
 ]

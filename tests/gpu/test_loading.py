@@ -108,3 +108,24 @@ def test_fused_layers_request_without_awq_ext_runs_unfused(quantized: QuantizedF
     assert result.report.probe.ok
     if not probe_environment().available("awq_ext"):
         assert not result.report.fused  # AutoAWQ skips fusing without awq_ext; the report says what happened
+
+
+@pytest.mark.parametrize("fast_decode", ["compile", "graph"])
+def test_the_first_generate_writes_its_compile_time_into_the_report(
+    quantized: QuantizedFactory, fast_decode: str
+) -> None:
+    """On CUDA the first generate() compiles the step (compile) and captures its graph (both): the report made at
+    load time says "not run yet", then the seconds that took."""
+    path = quantized(version="gemm", group_size=128)
+    result = load_quantized_auto(path, "torch_int4", device="cuda", fast_decode=fast_decode)
+    report = result.report
+    assert report.decode == fast_decode
+    assert report.stages is not None
+    assert report.stages.total <= report.seconds
+    assert report.to_dict()["first_compile_seconds"] is None
+    assert "first compile: at the first generate() (not run yet)" in str(report)
+    _generate(result)
+    seconds = report.to_dict()["first_compile_seconds"]
+    assert isinstance(seconds, float)
+    assert seconds > 0
+    assert f"first compile: {seconds:.2f} s" in str(report)
