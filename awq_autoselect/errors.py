@@ -51,6 +51,7 @@ __all__ = [
     "NoCompatibleKernelError",
     "NotAwqCheckpointError",
     "OutputPathError",
+    "TrialCacheWarning",
     "UnknownVersionError",
     "UnsupportedCheckpointError",
     "VersionUnavailableError",
@@ -175,6 +176,12 @@ class CudaContextPoisonedError(AwqAutoselectError, RuntimeError):
 
 class FallbackWarning(UserWarning):
     """A slower or different path was taken than the one requested or preferred. The message says why."""
+
+
+class TrialCacheWarning(UserWarning):
+    """The trial cache folder cannot be used (not writable, a file in its place, or inside a model checkpoint):
+    nothing is cached, so trials run again on every load. Warned once per process and folder; the message names
+    ``AWQ_AUTOSELECT_CACHE_DIR``, the fix."""
 
 
 #: 0.1.0 names that were merged into the classes above; they resolve, with a DeprecationWarning, until 0.3.0.

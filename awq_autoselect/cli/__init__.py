@@ -15,10 +15,12 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
-from awq_autoselect.errors import AwqAutoselectError
+from awq_autoselect import settings
+from awq_autoselect.errors import AwqAutoselectError, TrialCacheWarning
 
 from .exits import EXIT_BAD_INPUT, EXIT_CODES, EXIT_FAILED, EXIT_OK, EXIT_POISONED, EXIT_USAGE, exit_code
 from .parser import UsageError, build_parser
@@ -42,8 +44,25 @@ def _one_line(text: str) -> str:
 
 
 def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback."""
+    """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback. A refused trial
+    cache folder is one ``warning:`` line on ``err``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TrialCacheWarning)  # the library warns once per process and folder
+        try:
+            return _run_command(func, args, out, err)
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, TrialCacheWarning):
+                    err.write(f"warning: {_one_line(str(warning.message))}\n")
+                else:  # someone else's: shown as it would have been
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _run_command(
+    func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     try:
+        settings.current()  # a bad AWQ_AUTOSELECT_* value: exit 2, whatever the command
         return func(args, out)
     except AwqAutoselectError as exc:
         lines = str(exc).splitlines()
