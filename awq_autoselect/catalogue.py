@@ -171,6 +171,8 @@ class KernelSpec:
     # Its layers call their kernel through a torch custom op (with a fake implementation), which torch.compile
     # traces although the kernel itself lives in an extension (Triton).
     custom_op: bool = False
+    # Why "auto" does not choose it (it runs only when asked for by name), or None. For kernels still being made fast.
+    experimental: str | None = None
 
     silent_failure: str | None = None  # a way it returns wrong numbers instead of raising
     caveats: tuple[str, ...] = ()
@@ -433,7 +435,11 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
                 priority=Priority(decode=75, prefill=55, batch=30),
                 failure_stage=FailureStage.LOAD,  # repacked and tuned at load: a Triton that cannot compile fails there
                 caveats=("fast at 1 row only; more rows read the weights again (up to 4) or dequantize per call",),
-                sources=("H200: docs/benchmarks.md (per-layer table)",),
+                experimental=(
+                    "still slower than torch_int4 at batch 1 (lent H100: 3.70 against 2.86 ms/token through "
+                    "generate(), docs/benchmarks.md)"
+                ),
+                sources=("H200/H100: docs/benchmarks.md (per-layer tables)",),
             ),
         )
     }

@@ -52,6 +52,7 @@ __all__ = [
     "NoCompatibleKernelError",
     "NotAwqCheckpointError",
     "OutputPathError",
+    "TrialCacheWarning",
     "UnknownVersionError",
     "UnsupportedCheckpointError",
     "VersionUnavailableError",
@@ -181,6 +182,12 @@ class FallbackWarning(UserWarning):
 class CheckpointWarning(UserWarning):
     """A checkpoint's files disagree, or one of them cannot be read, and the loader could go on: the message names
     the file, the values and the one used (as transformers or AutoAWQ would use it), and how to fix the files."""
+
+
+class TrialCacheWarning(UserWarning):
+    """The trial cache folder cannot be used (not writable, a file in its place, or inside a model checkpoint):
+    nothing is cached, so trials run again on every load. Warned once per process and folder; the message names
+    ``AWQ_AUTOSELECT_CACHE_DIR``, the fix."""
 
 
 #: 0.1.0 names that were merged into the classes above; they resolve, with a DeprecationWarning, until 0.3.0.

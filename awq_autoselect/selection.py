@@ -30,7 +30,7 @@ from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kern
 from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, count_zero_point_zeros, read_checkpoint
 from .devices import parse_device
 from .environment import Environment, probe_environment
-from .errors import InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
+from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
 from .trials.records import DecodeMode, TrialReport
 from .workload import BATCH_THRESHOLD, Workload
 
@@ -490,6 +490,15 @@ def _zero_point_rule(
     return [replace(c, viable=False, reasons=(reason,), notes=()) if c in exposed else c for c in candidates]
 
 
+def _experimental_rule(candidate: Candidate, requested: Kernel | None) -> Candidate:
+    """An experimental kernel (:attr:`KernelSpec.experimental`) runs only when asked for by name."""
+    why = candidate.spec.experimental
+    if why is None or not candidate.viable or candidate.kernel is requested:
+        return candidate
+    reason = f"experimental, not chosen automatically: {why}; ask for it by name (version='{candidate.kernel.value}')"
+    return replace(candidate, viable=False, reasons=(reason,), notes=())
+
+
 def checkpoint_rejections(selection: Selection, info: CheckpointInfo) -> dict[Kernel, str]:
     """The kernels of ``selection.chain`` that the checks needing ``info``'s weights files reject, with why: those
     of a selection planned without the checkpoint directory (zero points); none for one made with it."""
@@ -508,14 +517,24 @@ def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:
     return tuple(sorted(candidates, key=key))
 
 
-def _apply_measurements(candidate: Candidate, report: TrialReport, work: Workload, device: str) -> Candidate:
-    """A candidate with its trial: rejected with the trial's reason when broken; timed when it ran."""
+def _apply_measurements(
+    candidate: Candidate, report: TrialReport, work: Workload, device: str, *, timings: bool = True
+) -> Candidate:
+    """A candidate with its trial: rejected with the trial's reason when broken (saying so when the verdict came
+    from the cache); timed when it ran (unless ``timings`` is off: then ranked by its published score); left as
+    it is, with a note, when its trial was inconclusive."""
     result = report.result(candidate.kernel)
     if result is None or not candidate.viable:
         return candidate
+    if result.inconclusive:
+        note = f"its trial was inconclusive, ranked by its published score for this call (not cached): {result.reason}"
+        return replace(candidate, notes=(*candidate.notes, note))
     if not result.ok:
+        cached = report.cache_note(candidate.kernel)
         reason = f"measured broken on this machine (trial in a child process): {result.reason}"
-        return replace(candidate, viable=False, reasons=(reason,), notes=())
+        return replace(candidate, viable=False, reasons=(reason + (f" {cached}" if cached else ""),), notes=())
+    if not timings:
+        return candidate
     measured = result.step_ms(work.decode_rows, DecodeMode(work.decode) if device == "cuda" else DecodeMode.EAGER)
     if measured is None:
         return candidate
@@ -527,6 +546,9 @@ def _apply_measurements(candidate: Candidate, report: TrialReport, work: Workloa
         f"{prefill:.2f} ms prefill ({work.prefill_rows} rows) for the quantized layers; "
         + result.layer_times(work.decode_rows, mode)
     )
+    cached = report.cache_note(candidate.kernel)
+    if cached:
+        text += f" {cached}"
     notes = candidate.notes + ((f"trial note: {result.reason}",) if result.reason else ())
     return replace(candidate, measured_ms=total, measurement=text, notes=notes)
 
@@ -552,6 +574,8 @@ def _measurements(
     where = "cpu" if device == "cpu" else f"cuda:{index or 0}"
     try:
         return cached_trials(info, viable, device=where, rows=(work.decode_rows, work.prefill_rows))
+    except InvalidArgumentError:  # a bad AWQ_AUTOSELECT_* value: refused, never read as "no cache"
+        raise
     except Exception as exc:  # the cache is an optimisation: a problem with it must not stop a selection
         logger.warning("trial cache lookup failed: %s", exc)
         return None
@@ -609,7 +633,8 @@ def select_awq_version(
         NoCompatibleKernelError: no kernel at all can run this checkpoint here (``reasons`` has every one's).
         InvalidCapabilityError: ``capability`` cannot be parsed.
         InvalidDeviceSpecError: ``device`` is malformed, or names a GPU index this process does not see.
-        InvalidArgumentError: a workload size is out of range.
+        InvalidArgumentError: a workload size is out of range, or an ``AWQ_AUTOSELECT_*`` variable holds a bad value
+            (read when the trial cache is looked up).
         CheckpointError: (and subclasses) the checkpoint path or config is not a usable AWQ checkpoint.
     """
     requested: Kernel | None = None
@@ -670,11 +695,20 @@ def select_awq_version(
         for spec in CATALOGUE.values()
     ]
     judged = _zero_point_rule(judged, quant, info)
+    judged = [_experimental_rule(c, requested) for c in judged]
     report = _measurements(measurements, info, judged, device=device_type, index=device_index, work=work, env=env)
     if report is not None:
-        judged = [_apply_measurements(c, report, work, device_type) for c in judged]
+        # A trial that could not finish (timeout, memory) measured nothing: ranking the others by their times would
+        # put every measured kernel before it, however slow. This call ranks by the published scores instead.
+        unsure = [c.kernel.value for c in judged if c.viable and c.kernel in report.inconclusive]
+        judged = [_apply_measurements(c, report, work, device_type, timings=not unsure) for c in judged]
         measured = sum(c.measured_ms is not None for c in judged)
-        if measured:
+        if unsure:
+            notes.append(
+                f"the trials of {', '.join(unsure)} were inconclusive (see their notes): ranked by published scores "
+                "for this call; nothing of that was cached"
+            )
+        elif measured:
             mode = work.decode if device_type == "cuda" else "eager"
             notes.append(f"{measured} candidate(s) ranked by trials measured on this machine ({mode} decode)")
     candidates = _rank(judged)

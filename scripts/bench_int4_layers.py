@@ -10,6 +10,9 @@ row count kept (all are recorded). Writes JSON (``--out``); prints a table.
     python scripts/bench_int4_layers.py --out int4-layers.json [--rows 1,2,4,8,16] [--quick]
 """
 
+# The helpers are this script's own and take their arguments by position.
+# ruff: noqa: PLR0917
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +22,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,8 @@ import torch.nn.functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from awq_autoselect.bench.traffic import datasheet_bandwidth_gbps  # noqa: E402
-from awq_autoselect.kernels import int4_gemv  # noqa: E402
+from awq_autoselect.bench.traffic import datasheet_bandwidth_gbps
+from awq_autoselect.kernels import int4_gemv
 
 GROUP = 128
 SHAPES = {  # name: (N out, K in)
@@ -47,25 +51,35 @@ SHAPES = {  # name: (N out, K in)
 def sweep_configs(quick: bool) -> list[tuple[int, int4_gemv.GemvConfig]]:
     """(interleave, config) pairs: every split whose step gives a thread 4 to 32 words (64 without --quick)."""
     if quick:  # a dozen that compile in seconds each
-        picks = [(4, 1, 4, 1, 1), (4, 1, 4, 1, 2), (4, 1, 8, 1, 1), (4, 1, 8, 1, 2), (4, 2, 4, 2, 2), (4, 1, 4, 1, 4),
-                 (4, 2, 8, 2, 1), (8, 1, 4, 1, 1), (8, 1, 4, 1, 2), (8, 1, 8, 2, 1), (8, 1, 4, 2, 2), (8, 2, 4, 2, 2)]
+        picks = [
+            (4, 1, 4, 1, 1),
+            (4, 1, 4, 1, 2),
+            (4, 1, 8, 1, 1),
+            (4, 1, 8, 1, 2),
+            (4, 2, 4, 2, 2),
+            (4, 1, 4, 1, 4),
+            (4, 2, 8, 2, 1),
+            (8, 1, 4, 1, 1),
+            (8, 1, 4, 1, 2),
+            (8, 1, 8, 2, 1),
+            (8, 1, 4, 2, 2),
+            (8, 2, 4, 2, 2),
+        ]
         return [(r, int4_gemv.GemvConfig(b, g, w, i)) for r, b, g, w, i in picks]
     configs = []
     for interleave in int4_gemv.INTERLEAVES:
         for blocks in (1, 2, 4):
             for steps in (2, 4, 8):
-                for warps in (1, 2) if quick else (1, 2, 4):
+                for warps in (1, 2, 4):
                     per_thread = blocks * interleave * steps * (GROUP // 8) / (32 * warps)
-                    if not 4 <= per_thread <= (32 if quick else 64):
-                        continue
-                    for inner in (1, 2) if quick else (1, 2, 4):
-                        configs.append((interleave, int4_gemv.GemvConfig(blocks, steps, warps, inner)))
+                    if 4 <= per_thread <= 64:
+                        configs += [(interleave, int4_gemv.GemvConfig(blocks, steps, warps, i)) for i in (1, 2, 4)]
     return configs
 
 
-def _graph_time(calls: list[Callable[[], object]], repeats: int) -> float:
+def _graph_time(calls: Sequence[Callable[[], object]], repeats: int) -> float:
     """Microseconds per call, from a CUDA graph of ``calls`` replayed ``repeats`` times (after one warmup)."""
-    stream = torch.cuda.Stream()
+    stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for call in calls:  # warmup outside the capture (Triton compiles, cuBLAS picks an algorithm)
@@ -80,17 +94,18 @@ def _graph_time(calls: list[Callable[[], object]], repeats: int) -> float:
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
         graph.replay()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1000.0 / len(calls))
     del graph
-    return statistics.median(times)
+    return float(statistics.median(times))
 
 
-def _kernel_time(calls: list[Callable[[], object]]) -> float | None:
+def _kernel_time(calls: Sequence[Callable[[], object]]) -> float | None:
     """Mean kernel microseconds per call from the profiler (every CUDA kernel the calls launch, summed)."""
     from torch.profiler import DeviceType, ProfilerActivity, profile
 
@@ -108,7 +123,13 @@ def _copies(bytes_per_weight_set: int, l2_bytes: int) -> int:
 
 
 def measure_shape(
-    name: str, n: int, k: int, rows: list[int], configs: list[tuple[int, int4_gemv.GemvConfig]], l2: int, peak_gbps: float,
+    name: str,
+    n: int,
+    k: int,
+    rows: list[int],
+    configs: list[tuple[int, int4_gemv.GemvConfig]],
+    l2: int,
+    peak_gbps: float,
     skip_gemlite: bool = False,
 ) -> list[dict[str, Any]]:
     dev = torch.device("cuda")
@@ -124,16 +145,27 @@ def measure_shape(
     best_row: tuple[str, float, float | None, float] = ("", 0.0, None, 0.0)
     fp16_bytes = n * k * 2
 
-    def record(kind: str, m: int, config: str, graph_us: float, kernel_us: float | None, weight_bytes: int,
-               err: float | None) -> None:
+    def record(
+        kind: str, m: int, config: str, graph_us: float, kernel_us: float | None, weight_bytes: int, err: float | None
+    ) -> None:
         moved = weight_bytes + m * (k + n) * 2
         use = kernel_us if kernel_us else graph_us
-        results.append({
-            "shape": name, "n": n, "k": k, "rows": m, "kind": kind, "config": config,
-            "graph_us": round(graph_us, 3), "kernel_us": None if kernel_us is None else round(kernel_us, 3),
-            "bytes": moved, "gbps": round(moved / use / 1e3, 1), "pct_peak": round(100 * moved / use / 1e3 / peak_gbps, 1),
-            "max_rel_err": err,
-        })
+        results.append(
+            {
+                "shape": name,
+                "n": n,
+                "k": k,
+                "rows": m,
+                "kind": kind,
+                "config": config,
+                "graph_us": round(graph_us, 3),
+                "kernel_us": None if kernel_us is None else round(kernel_us, 3),
+                "bytes": moved,
+                "gbps": round(moved / use / 1e3, 1),
+                "pct_peak": round(100 * moved / use / 1e3 / peak_gbps, 1),
+                "max_rel_err": err,
+            }
+        )
 
     for m in rows:
         x = torch.randn((m, k), device=dev, dtype=torch.float16)
@@ -143,7 +175,7 @@ def measure_shape(
         # --- ours: sweep
         outs = torch.empty((m, n), device=dev, dtype=torch.float16)
         best: tuple[float, int, int4_gemv.GemvConfig] | None = None
-        sweep = []
+        sweep: list[dict[str, object]] = []
         for interleave in int4_gemv.INTERLEAVES:
             qw, sz = int4_gemv.pack_gemv_layout(q.to(dev), z.to(dev), s.to(dev), GROUP, interleave)
             sets = [(qw.clone(), sz.clone()) for _ in range(_copies(int4_bytes, l2))]
@@ -152,10 +184,7 @@ def measure_shape(
                 try:
                     y = int4_gemv.gemv(x, qw, sz, GROUP, config=cfg)
                     err = (y.float() - ref).abs().max().item() / scale
-                    calls = [
-                        (lambda w=w, c=c, cfg=cfg: int4_gemv.gemv(x, w, c, GROUP, config=cfg, out=outs))
-                        for w, c in sets
-                    ] * 4
+                    calls = [partial(int4_gemv.gemv, x, w, c, GROUP, config=cfg, out=outs) for w, c in sets] * 4
                     t = _graph_time(calls, 5)
                 except Exception as exc:  # a config that does not compile or launch: recorded, skipped
                     sweep.append({"config": label, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
@@ -165,10 +194,14 @@ def measure_shape(
                     best = (t, interleave, cfg)
             if best is not None and best[1] == interleave:
                 cfg = best[2]
-                calls = [(lambda w=w, c=c: int4_gemv.gemv(x, w, c, GROUP, config=cfg, out=outs)) for w, c in sets] * 4
+                calls = [partial(int4_gemv.gemv, x, w, c, GROUP, config=cfg, out=outs) for w, c in sets] * 4
                 y = int4_gemv.gemv(x, qw, sz, GROUP, config=cfg)
-                best_row = (f"r{interleave}-{cfg}", _graph_time(calls, 9), _kernel_time(calls),
-                            (y.float() - ref).abs().max().item() / scale)
+                best_row = (
+                    f"r{interleave}-{cfg}",
+                    _graph_time(calls, 9),
+                    _kernel_time(calls),
+                    (y.float() - ref).abs().max().item() / scale,
+                )
             del sets
         results.append({"shape": name, "rows": m, "kind": "gemv-sweep", "sweep": sweep})
         if best is not None:
@@ -185,9 +218,16 @@ def measure_shape(
             copies = _copies(tg_bytes, l2)
             tsets = [(tiles.clone(), pairs.clone()) for _ in range(copies)]
             y = torch.ops.aten._weight_int4pack_mm(xb, tiles, GROUP, pairs)
-            calls = [(lambda t=t, p=p: torch.ops.aten._weight_int4pack_mm(xb, t, GROUP, p)) for t, p in tsets] * 4
-            record("tinygemm", m, "", _graph_time(calls, 9), _kernel_time(calls), tg_bytes,
-                   (y.float() - ref).abs().max().item() / scale)
+            calls = [partial(torch.ops.aten._weight_int4pack_mm, xb, t, GROUP, p) for t, p in tsets] * 4
+            record(
+                "tinygemm",
+                m,
+                "",
+                _graph_time(calls, 9),
+                _kernel_time(calls),
+                tg_bytes,
+                (y.float() - ref).abs().max().item() / scale,
+            )
             del tsets
         except Exception as exc:
             results.append({"shape": name, "rows": m, "kind": "tinygemm", "error": f"{type(exc).__name__}: {exc}"})
@@ -197,9 +237,16 @@ def measure_shape(
         copies = _copies(fp16_bytes, l2)
         dsets = [w16.clone() for _ in range(copies)]
         y = F.linear(x, w16)
-        calls = [(lambda w=w: F.linear(x, w)) for w in dsets] * max(1, 8 // copies)
-        record("fp16-cublas", m, "", _graph_time(calls, 9), _kernel_time(calls), fp16_bytes,
-               (y.float() - ref).abs().max().item() / scale)
+        calls = [partial(F.linear, x, w) for w in dsets] * max(1, 8 // copies)
+        record(
+            "fp16-cublas",
+            m,
+            "",
+            _graph_time(calls, 9),
+            _kernel_time(calls),
+            fp16_bytes,
+            (y.float() - ref).abs().max().item() / scale,
+        )
         del dsets
 
         # --- GemLite
@@ -209,23 +256,34 @@ def measure_shape(
             import gemlite
             from gemlite import DType, GemLiteLinear
 
-            layer = GemLiteLinear(4, group_size=GROUP, in_features=k, out_features=n, input_dtype=DType.FP16,
-                                  output_dtype=DType.FP16)
+            layer = GemLiteLinear(
+                4, group_size=GROUP, in_features=k, out_features=n, input_dtype=DType.FP16, output_dtype=DType.FP16
+            )
             layer.pack(q.to(dev), s.to(dev), z.to(dev).half(), None)
             y = layer(x)
             gl_bytes = sum(t.numel() * t.element_size() for t in layer.buffers() if isinstance(t, torch.Tensor))
             layers = [layer]
             for _ in range(_copies(int4_bytes, l2) - 1):
-                other = GemLiteLinear(4, group_size=GROUP, in_features=k, out_features=n, input_dtype=DType.FP16,
-                                      output_dtype=DType.FP16)
+                other = GemLiteLinear(
+                    4, group_size=GROUP, in_features=k, out_features=n, input_dtype=DType.FP16, output_dtype=DType.FP16
+                )
                 other.pack(q.to(dev), s.to(dev), z.to(dev).half(), None)
                 layers.append(other)
-            calls = [(lambda lay=lay: lay(x)) for lay in layers] * 4
-            record(f"gemlite-{getattr(gemlite, '__version__', '?')}", m, "", _graph_time(calls, 9), _kernel_time(calls),
-                   gl_bytes or int4_bytes, (y.float() - ref).abs().max().item() / scale)
+            calls = [partial(lay, x) for lay in layers] * 4
+            record(
+                f"gemlite-{getattr(gemlite, '__version__', '?')}",
+                m,
+                "",
+                _graph_time(calls, 9),
+                _kernel_time(calls),
+                gl_bytes or int4_bytes,
+                (y.float() - ref).abs().max().item() / scale,
+            )
             del layers
         except Exception as exc:
-            results.append({"shape": name, "rows": m, "kind": "gemlite", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            results.append(
+                {"shape": name, "rows": m, "kind": "gemlite", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            )
         torch.cuda.empty_cache()
     return results
 
@@ -241,14 +299,21 @@ def main() -> int:
     rows = [int(r) for r in args.rows.split(",")]
     props = torch.cuda.get_device_properties(0)
     name = torch.cuda.get_device_name(0)
-    found = datasheet_bandwidth_gbps(name)
-    peak = float(found[0]) if isinstance(found, tuple) else float(found or 1.0)
+    found = datasheet_bandwidth_gbps(name)  # (GB/s, the pattern that matched) or None
+    peak = found[0] if found is not None else 1.0
     l2 = int(getattr(props, "L2_cache_size", 50 * 2**20))
     configs = sweep_configs(args.quick)
     meta = {
-        "gpu": name, "peak_gbps": peak, "l2_bytes": l2, "torch": torch.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "rows": rows, "configs": len(configs),
-        "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "gpu": name,
+        "peak_gbps": peak,
+        "l2_bytes": l2,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "rows": rows,
+        "configs": len(configs),
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
         import triton
@@ -271,9 +336,12 @@ def main() -> int:
         results += got
         for r in got:
             if "gbps" in r:
-                print(f"{shape:<12} m={r['rows']:<3} {r['kind']:<16} {r['config']:<16} graph {r['graph_us']:8.2f} us"
-                      f"  kernel {r['kernel_us'] or 0:8.2f} us  {r['gbps']:7.1f} GB/s {r['pct_peak']:5.1f} %  err {r['max_rel_err']:.1e}",
-                      flush=True)
+                print(
+                    f"{shape:<12} m={r['rows']:<3} {r['kind']:<16} {r['config']:<16} graph {r['graph_us']:8.2f} us"
+                    f"  kernel {r['kernel_us'] or 0.0:8.2f} us  {r['gbps']:7.1f} GB/s {r['pct_peak']:5.1f} %"
+                    f"  err {r['max_rel_err']:.1e}",
+                    flush=True,
+                )
             elif "error" in r:
                 print(f"{shape:<12} m={r['rows']:<3} {r['kind']:<16} ERROR {r['error'][:150]}", flush=True)
         print(f"-- {shape} in {time.time() - t0:.1f} s", flush=True)

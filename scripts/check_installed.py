@@ -25,9 +25,7 @@ def main(argv: list[str]) -> int:
         print(f"awq_autoselect imported from {where}, not from the installed copy in {site}", file=sys.stderr)
         return 1
     installed_root = where.parent
-    names = sorted(
-        info.name for info in pkgutil.walk_packages(awq_autoselect.__path__, prefix="awq_autoselect.")
-    )
+    names = sorted(info.name for info in pkgutil.walk_packages(awq_autoselect.__path__, prefix="awq_autoselect."))
     expected = sorted(
         "awq_autoselect." + ".".join(p.relative_to(source).with_suffix("").parts).removesuffix(".__init__")
         for p in source.rglob("*.py")

@@ -423,6 +423,8 @@ def test_a_legacy_file_that_is_not_json_is_a_corrupt_checkpoint(quantized: Quant
     code, _, err = run_cli("select", "--checkpoint", str(path), "--capability", "8.6", "--kernels", "gemm")
     assert code == 3
     assert len(err.strip().splitlines()) == 1
+
+
 def test_an_empty_path_is_an_argument_error_not_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).parent)  # a folder that is no checkpoint: "" must not mean it
     for empty in ("", "  "):  # (Path("") is Path("."): the current directory, asked for)

@@ -120,6 +120,8 @@ def test_errors_map_to_exit_codes(argv: tuple[str, ...], code: int, message: str
         (("make-synthetic", "/x", "--group-size", "48"), "invalid choice: 48"),
         (("convert", "/a", "/b", "--to", "gemx"), "invalid choice: 'gemx'"),
         (("convert", "/a"), "required"),
+        (("cache",), "required"),
+        (("cache", "purge"), "invalid choice: 'purge'"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
     ],
 )
@@ -239,7 +241,8 @@ def test_detect_prints_a_visible_devices_warning_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["detect", "env", "catalogue", "select", "report", "load", "convert", "tune", "bench", "make-synthetic"]
+    "command",
+    ["detect", "env", "catalogue", "select", "report", "load", "convert", "tune", "cache", "bench", "make-synthetic"],
 )
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(command, "--help")  # argparse prints help to sys.stdout itself

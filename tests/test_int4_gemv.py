@@ -43,8 +43,9 @@ def interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-def packed(n: int, k: int, group: int, interleave: int, *, seed: int = 0, symmetric: bool = False
-           ) -> tuple[formats.UnpackedWeight, torch.Tensor, torch.Tensor]:
+def packed(
+    n: int, k: int, group: int, interleave: int, *, seed: int = 0, symmetric: bool = False
+) -> tuple[formats.UnpackedWeight, torch.Tensor, torch.Tensor]:
     weight = random_weight(n, k, group, seed=seed, symmetric=symmetric)
     qweight, scale_zero = int4_gemv.pack_gemv_layout(weight.intweight, weight.zeros, weight.scales, group, interleave)
     return weight, qweight, scale_zero
@@ -199,8 +200,7 @@ def test_dequantize_kernel_matches_torch_bit_for_bit(n: int, k: int, group: int,
 def test_gpu_gemv_at_7b_shapes(n: int, k: int, dtype: torch.dtype) -> None:
     weight = random_weight(n, k, 128, seed=n, device="cuda")
     for interleave in int4_gemv.INTERLEAVES:
-        qweight, scale_zero = int4_gemv.pack_gemv_layout(weight.intweight, weight.zeros, weight.scales, 128,
-                                                         interleave)
+        qweight, scale_zero = int4_gemv.pack_gemv_layout(weight.intweight, weight.zeros, weight.scales, 128, interleave)
         dense = int4_gemv.dequantize_gemv_layout(qweight, scale_zero, 128, torch.float32)
         assert torch.equal(int4_gemv.dequantize_triton(qweight, scale_zero, 128, dtype), dense.to(dtype))
         for rows in (1, 3):

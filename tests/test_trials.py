@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from awq_autoselect.selection import select_awq_version
 from awq_autoselect.trials import (
     PROGRESS_ENV,
     DecodeMode,
+    FailureCause,
     LayerShape,
     RowTiming,
     ShapeResult,
@@ -41,6 +43,7 @@ from awq_autoselect.trials import (
     run_trials,
 )
 from awq_autoselect.trials.cache import machine_key
+from awq_autoselect.trials.child import cause_of
 from awq_autoselect.trials.runner import signature_of
 from awq_autoselect.workload import Workload
 from tests.helpers import QuantizedFactory, run_cli
@@ -58,10 +61,25 @@ def cache(tmp_path: Path) -> TrialCache:
     return TrialCache(tmp_path / "cache")
 
 
-def _break(monkeypatch: pytest.MonkeyPatch, kernel: str, how: str) -> None:
+def _break(
+    monkeypatch: pytest.MonkeyPatch, kernel: str, how: str, *, log: Path | None = None, once: Path | None = None
+) -> None:
+    """Make ``kernel`` (a comma-separated list) misbehave in trial children; ``log`` counts the children (see
+    tests/crash_site); ``once``: only the first child misbehaves."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(CRASH_SITE), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("AWQ_TEST_BREAK_KERNEL", kernel)
     monkeypatch.setenv("AWQ_TEST_BREAK_HOW", how)
+    if log is not None:
+        monkeypatch.setenv("AWQ_TEST_TRIAL_LOG", str(log))
+    if once is not None:
+        monkeypatch.setenv("AWQ_TEST_BREAK_ONCE", str(once))
+
+
+def _children(log: Path) -> Counter[str]:
+    """Trial child processes started per kernel, from the crash site's log."""
+    if not log.exists():
+        return Counter()
+    return Counter(line.split()[0] for line in set(log.read_text().splitlines()))
 
 
 def test_working_kernels_are_timed_and_a_missing_extension_is_broken(checkpoint: Path, cache: TrialCache) -> None:
@@ -184,21 +202,23 @@ def test_concurrent_writers_in_one_process_never_corrupt_an_entry(checkpoint: Pa
 
 
 @pytest.mark.parametrize(
-    ("how", "needle"),
+    ("how", "needle", "cause"),
     [
-        ("segfault", "killed by SIGSEGV"),
-        ("garbage", "wrong numbers"),
-        ("raise", "illegal memory access"),
+        ("segfault", "killed by SIGSEGV", FailureCause.CRASH),
+        ("garbage", "wrong numbers", FailureCause.WRONG),
+        ("raise", "illegal memory access", FailureCause.CRASH),
     ],
 )
 def test_a_kernel_that_breaks_is_isolated_and_rejected_with_the_reason(
-    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, how: str, needle: str
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, how: str, needle: str, cause: FailureCause
 ) -> None:
     _break(monkeypatch, "torch_int4", how)
     info = read_checkpoint(checkpoint)
     report = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache)
     broken, fine = report.results
     assert broken.status is TrialStatus.BROKEN
+    assert broken.cause is cause
+    assert broken.confirmed
     assert needle in broken.reason
     assert fine.ok  # the next kernel's trial is unaffected
     selection = select_awq_version(info, device="cpu", measurements=report)
@@ -207,13 +227,25 @@ def test_a_kernel_that_breaks_is_isolated_and_rejected_with_the_reason(
     assert needle in selection.rejected[Kernel.TORCH_INT4][0]
 
 
-def test_a_hanging_kernel_times_out(checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hanging_kernel_times_out_inconclusively_and_is_not_cached(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout says nothing about the kernel (a slow machine, a large model, a tiny timeout): it is not cached,
+    and a later trial measures the kernel again."""
     _break(monkeypatch, "gemm_torch", "hang")
-    report = run_trials(
-        read_checkpoint(checkpoint), [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, timeout_s=20
-    )
-    assert report.results[0].status is TrialStatus.BROKEN
-    assert "did not finish within 20 s" in report.results[0].reason
+    info = read_checkpoint(checkpoint)
+    report = run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, timeout_s=20)
+    (result,) = report.results
+    assert result.status is TrialStatus.INCONCLUSIVE
+    assert result.cause is FailureCause.TIMEOUT
+    assert "did not finish within 20 s" in result.reason
+    assert report.broken == {}
+    assert report.inconclusive == {Kernel.GEMM_TORCH: result.reason}
+    assert cache.get(machine_key("cpu"), Kernel.GEMM_TORCH, signature_of(info), ()) is None
+    monkeypatch.delenv("AWQ_TEST_BREAK_KERNEL")
+    again = run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache)
+    assert again.from_cache == ()
+    assert again.results[0].ok
 
 
 def test_load_goes_on_with_the_next_kernel_when_one_kills_its_trial(
@@ -497,3 +529,148 @@ def test_trials_that_run_draw_a_bar_on_stderr_and_cached_answers_none(
     assert capsys.readouterr().err == ""  # answered by the cache: nothing ran, nothing to show
     run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache, use_cache=False)
     assert capsys.readouterr().err == ""  # automatic, and stderr is no terminal: no bar
+
+
+# --- verdicts by cause -------------------------------------------------------------------------------------------
+
+
+def test_a_crash_is_confirmed_in_a_second_child_before_it_is_cached(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "trials.log"
+    _break(monkeypatch, "torch_int4", "segfault", log=log)
+    info = read_checkpoint(checkpoint)
+    report = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache)
+    crashed, fine = report.results
+    assert (crashed.status, crashed.cause, crashed.confirmed) == (TrialStatus.BROKEN, FailureCause.CRASH, True)
+    assert "repeated in a second trial process" in crashed.reason
+    assert fine.ok
+    assert _children(log) == Counter({"torch_int4": 2, "gemm_torch": 1})  # the crash ran twice, the pass once
+    stored = cache.get(machine_key("cpu"), Kernel.TORCH_INT4, signature_of(info), ())
+    assert stored is not None
+    assert (stored.cause, stored.confirmed) == (FailureCause.CRASH, True)
+    again = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache)
+    assert again.from_cache == (Kernel.TORCH_INT4, Kernel.GEMM_TORCH)
+    assert _children(log) == Counter({"torch_int4": 2, "gemm_torch": 1})
+
+
+def test_a_crash_that_does_not_repeat_is_avoided_for_this_call_but_not_cached(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "trials.log"
+    _break(monkeypatch, "torch_int4", "segfault", log=log, once=tmp_path / "crashed-once")
+    info = read_checkpoint(checkpoint)
+    report = run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1,), cache=cache)
+    (result,) = report.results
+    assert (result.status, result.cause, result.confirmed) == (TrialStatus.BROKEN, FailureCause.CRASH, False)
+    assert "not repeated in a second trial process, which passed; not cached" in result.reason
+    assert _children(log) == Counter({"torch_int4": 2})
+    assert cache.get(machine_key("cpu"), Kernel.TORCH_INT4, signature_of(info), ()) is None
+    assert select_awq_version(info, device="cpu", measurements=report).kernel is not Kernel.TORCH_INT4
+
+
+def test_a_child_ended_from_outside_is_retried_once(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "trials.log"
+    _break(monkeypatch, "gemm_torch", "terminate", log=log, once=tmp_path / "terminated-once")
+    info = read_checkpoint(checkpoint)
+    (result,) = run_trials(info, [Kernel.GEMM_TORCH], device="cpu", rows=(1,), cache=cache).results
+    assert result.ok, result.reason
+    assert "retried after the first trial process was interrupted" in result.reason
+    assert _children(log) == Counter({"gemm_torch": 2})
+    assert cache.get(machine_key("cpu"), Kernel.GEMM_TORCH, signature_of(info), ()) is not None
+
+
+def test_out_of_memory_in_every_trial_is_inconclusive_the_load_goes_on_and_a_later_load_measures(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Seen on main 54e2287: trials that ran out of memory cached both CPU kernels "broken", and every later load
+    of the checkpoint failed with NoCompatibleKernelError. Here a real allocation failure in each trial."""
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    log = tmp_path / "trials.log"
+    _break(monkeypatch, "torch_int4,gemm_torch", "oom", log=log)
+    info = read_checkpoint(checkpoint)
+    published = select_awq_version(info, device="cpu", measurements=False)
+    with pytest.warns(FallbackWarning, match="could not measure .*ranked by published scores"):
+        _, report = load_quantized_auto(checkpoint, device="cpu")
+    assert report.kernel is published.kernel  # the published rank, for this load
+    assert not report.fell_back  # an inconclusive trial blames no kernel
+    unmeasured = [a for a in report.attempts if a.stage == "unmeasured"]
+    assert {a.kernel for a in unmeasured} == {Kernel.TORCH_INT4, Kernel.GEMM_TORCH}
+    assert all("can't allocate memory" in a.message for a in unmeasured)
+    assert report.selection is not None
+    assert any("inconclusive" in note for note in report.selection.notes)
+    assert _children(log) == Counter({"torch_int4": 1, "gemm_torch": 1})  # neither confirmed nor retried
+    assert TrialCache().entries() == ()  # nothing cached
+    monkeypatch.delenv("AWQ_TEST_BREAK_KERNEL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        _, later = load_quantized_auto(checkpoint, device="cpu")
+    assert later.selection is not None
+    viable = [c for c in later.selection.candidates if c.viable]
+    assert len(viable) >= 2
+    assert all(c.rank_source == "measured" for c in viable)
+
+
+def test_a_bad_trial_timeout_is_refused_before_any_trial_and_a_default_load_then_succeeds(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Seen on main 54e2287: AWQ_AUTOSELECT_TRIAL_TIMEOUT=-5 killed every trial at once and cached each kernel
+    "broken"; every later load failed."""
+    monkeypatch.setenv("AWQ_AUTOSELECT_CACHE_DIR", str(tmp_path / "cache"))
+    log = tmp_path / "trials.log"
+    _break(monkeypatch, "", "", log=log)
+    monkeypatch.setenv("AWQ_AUTOSELECT_TRIAL_TIMEOUT", "-5")
+    with pytest.raises(InvalidArgumentError, match="AWQ_AUTOSELECT_TRIAL_TIMEOUT='-5' is not valid"):
+        load_quantized_auto(checkpoint, device="cpu")
+    with pytest.raises(InvalidArgumentError, match="timeout_s=-5"):
+        run_trials(read_checkpoint(checkpoint), [Kernel.GEMM_TORCH], device="cpu", rows=(1,), timeout_s=-5)
+    assert not log.exists()
+    monkeypatch.delenv("AWQ_AUTOSELECT_TRIAL_TIMEOUT")
+    _, report = load_quantized_auto(checkpoint, device="cpu")
+    assert report.probe is not None
+    assert report.probe.ok
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (ModuleNotFoundError("External AWQ kernels are not properly installed.No module named 'awq_ext'"), "import"),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), "crash"),
+        (RuntimeError("CUDA error: device-side assert triggered"), "crash"),
+        (RuntimeError("CUDA error: no kernel image is available for execution on the device"), "no_image"),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"), "oom"),
+        (MemoryError(), "oom"),
+        (KeyboardInterrupt(), "interrupted"),
+        (AssertionError("Please install IPEX package"), "error"),
+        (TypeError("'<' not supported between instances of 'NoneType' and 'int'"), "error"),
+    ],
+)
+def test_what_an_exception_in_a_trial_says_about_the_kernel(error: BaseException, cause: str) -> None:
+    assert cause_of(error) is FailureCause(cause)
+
+
+def test_only_the_kernel_s_own_failures_blame_it() -> None:
+    import torch
+
+    assert cause_of(torch.OutOfMemoryError("CUDA out of memory")) is FailureCause.OOM
+    blamed = {c for c in FailureCause if c.blames_kernel}
+    assert blamed == {
+        FailureCause.CRASH,
+        FailureCause.WRONG,
+        FailureCause.IMPORT,
+        FailureCause.NO_IMAGE,
+        FailureCause.ERROR,
+    }
+    timeout = TrialResult.failed(Kernel.GEMM_TORCH, "cpu", FailureCause.TIMEOUT, "did not finish", 1.0)
+    assert timeout.status is TrialStatus.INCONCLUSIVE
+    assert not timeout.cacheable
+    with pytest.raises(ValueError, match="inconclusive"):
+        TrialResult.broken(Kernel.GEMM_TORCH, "cpu", "did not finish", 1.0, FailureCause.TIMEOUT)
+    unconfirmed = TrialResult.broken(Kernel.GEMM_TORCH, "cpu", "crashed once", 1.0, FailureCause.CRASH)
+    assert not unconfirmed.cacheable
+    signature = signature_of(_fake_info())
+    with pytest.raises(ValueError, match="never cached"):
+        TrialCache(Path("/nonexistent")).put(machine_key("cpu"), Kernel.GEMM_TORCH, signature, unconfirmed)

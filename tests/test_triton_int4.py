@@ -9,12 +9,13 @@ registration). The ``gpu`` tests load the version through load_quantized_auto on
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import torch
 
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
-from awq_autoselect.kernels import triton_int4
+from awq_autoselect.kernels import int4_gemv, triton_int4
 from awq_autoselect.kernels.fusion import FusedProjection, fuse_projections
 from awq_autoselect.kernels.gemm import TorchGEMMLinear, swap_gemm_backend
 from awq_autoselect.kernels.int4_gemv import GemvConfig
@@ -51,13 +52,13 @@ def test_few_rows_run_the_kernel_and_more_rows_dequantize(monkeypatch: pytest.Mo
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     layer = TritonInt4Linear.from_unpacked(random_weight(16, 128, 32), dtype=torch.float32, gemv_max_rows=2)
     calls: list[int] = []
-    real = triton_int4.int4_gemv.gemv
+    real = int4_gemv.gemv
 
     def counting(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         calls.append(int(x.shape[0]))
         return real(x, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(triton_int4.int4_gemv, "gemv", counting)
+    monkeypatch.setattr(int4_gemv, "gemv", counting)
     layer(torch.randn((2, 128)))
     layer(torch.randn((3, 128)))
     assert calls == [2]  # three rows went to dequantize + F.linear
@@ -80,8 +81,17 @@ def test_half_inputs_are_computed_in_the_layer_dtype_and_returned_in_theirs() ->
 def test_the_custom_op_passes_torch_opcheck() -> None:
     layer = TritonInt4Linear.from_unpacked(random_weight(16, 128, 32, seed=5), dtype=torch.float32)
     cfg = GemvConfig()
-    args = (torch.randn((1, 128)), layer.qweight, layer.scale_zero, 32, cfg.blocks, cfg.groups_per_step,
-            cfg.num_warps, cfg.inner, cfg.num_stages)
+    args = (
+        torch.randn((1, 128)),
+        layer.qweight,
+        layer.scale_zero,
+        32,
+        cfg.blocks,
+        cfg.groups_per_step,
+        cfg.num_warps,
+        cfg.inner,
+        cfg.num_stages,
+    )
     torch.library.opcheck(triton_int4._gemv_op, args, test_utils=("test_schema", "test_faketensor"))
 
 
@@ -174,6 +184,6 @@ def test_gpu_load_quantized_auto_with_gemv_triton(gemm_checkpoint: Path) -> None
     reference = build_gemm_model(gemm_checkpoint, device="cuda", dtype=torch.float16)
     swap_gemm_backend(reference, TorchGEMMLinear)
     ids = torch.tensor([[5, 99, 300, 42, 7, 18]], device="cuda")
-    tokens = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False)  # the compiled, captured step
+    tokens = cast(Any, model).generate(input_ids=ids, max_new_tokens=8, do_sample=False)  # compiled and captured
     assert tokens.shape == (1, 14)
     assert torch.equal(tokens[:, :7], hf_greedy(reference, ids, 1))

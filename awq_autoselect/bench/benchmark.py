@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from awq_autoselect import settings as environment_settings
 from awq_autoselect.catalogue import parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, check_fits_context, read_checkpoint
 from awq_autoselect.devices import resolve_device
@@ -73,16 +74,20 @@ def _screen(
         return
     viable = select_awq_version(info, device=str(dev.dev), measurements=False, strict=False).chain
     kernels = [k for k in requested if k in viable]  # the others are reported unavailable by the loader
-    report = run_trials(info, kernels, device=str(dev.dev), rows=rows, show_progress=show_progress)
+    report = run_trials(
+        info, kernels, device=str(dev.dev), rows=rows, show_progress=show_progress, measured_by="benchmark_versions"
+    )
     tried = {k.value: k for k in kernels}
     for state in states:
         result = report.result(tried[state.name]) if state.name in tried else None
-        if result is not None and not result.ok:
+        if result is not None and result.inconclusive:  # says nothing about the kernel: benchmarked all the same
+            runner.notes.append(f"{state.name}'s trial was inconclusive (not cached): {result.reason}")
+        elif result is not None and not result.ok:
+            cached = report.cache_note(result.kernel)
+            why = result.reason + (f" {cached}" if cached else "")
             state.status = Status.FAILED
-            state.reason = (
-                f"broken here: its trial in a child process failed, so it was not loaded in this one: {result.reason}"
-            )
-            runner.notes.append(f"{state.name} was measured broken in a trial and not benchmarked: {result.reason}")
+            state.reason = f"broken here: its trial in a child process failed, so it was not loaded in this one: {why}"
+            runner.notes.append(f"{state.name} was measured broken in a trial and not benchmarked: {why}")
 
 
 def _normalise_versions(versions: Sequence[str], include_fp16: bool, is_cuda: bool) -> tuple[str, ...]:
@@ -207,8 +212,10 @@ def benchmark_versions(
         mode: force ``interleaved`` or ``sequential``; default: interleaved when every version fits in GPU memory.
         trials: first run every requested kernel version that can run here in a child process
             (:mod:`awq_autoselect.trials`, cached); one that crashes there (an illegal memory access, a signal, a
-            timeout) or returns wrong numbers is reported *failed* with that reason and never loaded in this
-            process, so the others are still measured. ``None``: on unless ``$AWQ_AUTOSELECT_TRIALS`` is ``0``.
+            kernel that does not import) or returns wrong numbers is reported *failed* with that reason and never
+            loaded in this process, so the others are still measured; a trial that could not finish (timeout,
+            memory) blames nothing and the version is benchmarked. ``None``: on unless ``$AWQ_AUTOSELECT_TRIALS``
+            is ``0``.
 
     Returns:
         The :class:`BenchmarkReport`.
@@ -217,10 +224,12 @@ def benchmark_versions(
         CheckpointError: (and subclasses) ``path`` is not a usable AWQ checkpoint.
         UnknownVersionError: a name in ``versions`` is not a kernel version.
         InvalidDeviceSpecError: ``device`` is malformed or names CUDA where there is none.
-        InvalidArgumentError: a count or size out of range, a repeated version or batch size, or
-            ``prompt_tokens + new_tokens`` longer than the model's context (checked before anything is measured).
+        InvalidArgumentError: a count or size out of range, a repeated version or batch size,
+            ``prompt_tokens + new_tokens`` longer than the model's context (checked before anything is measured), or
+            an ``AWQ_AUTOSELECT_*`` variable with a bad value (:mod:`awq_autoselect.settings`).
     """
     started = _dt.datetime.now(_dt.timezone.utc)
+    environment_settings.current()  # a bad AWQ_AUTOSELECT_* value is refused before anything runs
     sizes = _check_settings(prompt_tokens, new_tokens, batch_sizes, repeats, warmup)
     modes = _decode_modes(decode, cuda_graph)
     if peak_bandwidth_gbps is not None and not peak_bandwidth_gbps > 0:

@@ -16,10 +16,12 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
-from awq_autoselect.errors import AwqAutoselectError
+from awq_autoselect import settings
+from awq_autoselect.errors import AwqAutoselectError, CheckpointWarning, TrialCacheWarning
 
 from .exits import (
     EXIT_BAD_INPUT,
@@ -53,8 +55,27 @@ def _one_line(text: str) -> str:
 
 
 def _run(func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback."""
+    """Run a command; every error becomes one line on ``err`` and an exit code, never a traceback. A refused trial
+    cache folder, or checkpoint files that disagree, are one ``warning:`` line each on ``err``."""
+    ours = (TrialCacheWarning, CheckpointWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        for category in ours:  # the library warns once per process and folder (or file)
+            warnings.simplefilter("always", category)
+        try:
+            return _run_command(func, args, out, err)
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, ours):
+                    err.write(f"warning: {_one_line(str(warning.message))}\n")
+                else:  # someone else's: shown as it would have been
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _run_command(
+    func: Callable[[argparse.Namespace, TextIO], int], args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     try:
+        settings.current()  # a bad AWQ_AUTOSELECT_* value: exit 2, whatever the command
         if _loads_model(args):
             _quiet_dependencies(args.verbose)  # imports torch and AutoAWQ: seconds, and it can fail
         return func(args, out)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from awq_autoselect.errors import CheckpointWarning, FallbackWarning
+from awq_autoselect.errors import CheckpointWarning, FallbackWarning, TrialCacheWarning
 
 from .exits import EXIT_FAILED, EXIT_OK
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "cmd_bench",
+    "cmd_cache",
     "cmd_catalogue",
     "cmd_convert",
     "cmd_detect",
@@ -229,6 +230,7 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FallbackWarning)
         warnings.simplefilter("always", CheckpointWarning)
+        warnings.simplefilter("always", TrialCacheWarning)
         result = load_quantized_auto(
             args.path,
             version=args.version,
@@ -237,7 +239,7 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
             fallback=not args.no_fallback,
             fuse_layers=args.fuse_layers,
         )
-    shown = (FallbackWarning, CheckpointWarning)
+    shown = (FallbackWarning, CheckpointWarning, TrialCacheWarning)
     fallback_warnings = [str(w.message) for w in caught if issubclass(w.category, shown)]
     data = result.report.to_dict()
     data["warnings"] = fallback_warnings
@@ -483,6 +485,11 @@ def _write_tune_table(out: TextIO, report: TrialReport, work: Workload, mode: De
         )
         if result.reason:
             out.write(f"    {result.reason}\n")
+        if result.inconclusive:
+            out.write("    not cached: an inconclusive trial says nothing about the kernel\n")
+        cached = report.cache_note(result.kernel)
+        if cached:
+            out.write(f"    {cached}\n")
     out.write(f"selected: {selection.kernel.value} (chain: {' > '.join(k.value for k in selection.chain)})\n")
 
 
@@ -499,6 +506,11 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     dev = resolve_device(args.device)
     decode = args.decode or ("graph" if dev.type == "cuda" else "eager")
     works = [_workload(args, decode, batch) for batch in (args.batch_size or (1,))]
+    if (args.batch_size, args.prompt_tokens, args.new_tokens) != (None, None, None):
+        from awq_autoselect.capacity import check_workload
+
+        for work in works:  # before any trial: a workload the model cannot hold fails in every child
+            check_workload(info, work, str(dev))
     published = select_awq_version(info, device=str(dev), workload=works[0], measurements=False, strict=False)
     kernels = list(published.chain)
     rows = sorted({r for work in works for r in (work.decode_rows, work.prefill_rows)})
@@ -507,10 +519,11 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
         kernels,
         device=str(dev),
         rows=rows,
-        use_cache=False,
+        use_cache=not args.refresh,
         timeout_s=args.timeout,
         progress=_progress_printer(sys.stderr),
         show_progress=False,  # the printer above draws the bar
+        measured_by="awq-autoselect tune",
     )
     selections = [
         select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False) for work in works
@@ -542,5 +555,84 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
         )
         for work, selection in zip(works, selections, strict=True):
             _write_tune_table(out, report, work, mode, selection)
-        out.write("the results are cached: select, load and bench use them on this machine\n")
+        out.write(
+            "ok results and confirmed broken ones are cached: select, load and bench use them on this machine "
+            "(`awq-autoselect cache list` shows them)\n"
+        )
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
+
+
+def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
+    """``cache list [PATH]``: the trial cache's entries (for PATH's checkpoint only); ``cache clear [PATH]``: delete
+    them (only PATH's), so that the next load or ``tune`` measures again."""
+    from awq_autoselect.trials.cache import TrialCache
+
+    cache = TrialCache()
+    signature = None
+    if args.path is not None:
+        from awq_autoselect.checkpoint import read_checkpoint
+        from awq_autoselect.trials.runner import signature_of
+
+        signature = signature_of(read_checkpoint(args.path))
+    if args.action == "clear":
+        removed = cache.clear(signature)
+        which = "" if signature is None else f" for {args.path} (every checkpoint of its quantization and shapes)"
+        count = f"{len(removed)} trial cache entr{'y' if len(removed) == 1 else 'ies'}"
+        out.write(f"removed {count}{which} from {cache.root}\n")
+        return EXIT_OK
+    entries = [e for e in cache.entries() if signature is None or e.signature == signature]
+    if args.json:
+        _emit_json(
+            {
+                "schema": "awq-autoselect.cache/1",
+                "folder": str(cache.root),
+                "problem": cache.problem(),
+                "entries": [_entry_dict(e) for e in entries],
+            },
+            out,
+        )
+        return EXIT_OK
+    problem = cache.problem()
+    out.write(f"trial cache: {cache.root} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'})\n")
+    if problem is not None:
+        out.write(f"  not used: {problem}\n")
+    for entry in entries:
+        out.write(_entry_line(entry) + "\n")
+    return EXIT_OK
+
+
+def _entry_dict(entry: object) -> dict[str, object]:
+    from awq_autoselect._codec import to_json
+    from awq_autoselect.trials.cache import CacheEntry
+
+    assert isinstance(entry, CacheEntry)
+    return {
+        "file": str(entry.path),
+        "kernel": entry.kernel.value if entry.kernel else None,
+        "checkpoint": entry.checkpoint,
+        "signature": None if entry.signature is None else to_json(entry.signature),
+        "machine": None if entry.machine is None else to_json(entry.machine),
+        "result": None if entry.result is None else to_json(entry.result),
+        "problem": entry.problem or None,
+    }
+
+
+def _entry_line(entry: object) -> str:
+    from awq_autoselect.trials.cache import CacheEntry
+
+    assert isinstance(entry, CacheEntry)
+    if entry.result is None or entry.kernel is None:
+        return f"  {entry.path.name}: {entry.problem}"
+    result, machine = entry.result, entry.machine
+    where = "-" if machine is None else (machine.gpu_name or machine.cpu or machine.device_type)
+    verdict = result.status.value + (f" ({result.cause.value})" if result.cause else "")
+    by = f" by {result.measured_by}" if result.measured_by else ""
+    shapes = "" if entry.signature is None else ", ".join(f"{k}x{n}" for k, n in entry.signature.shapes)
+    line = f"  {result.measured_on}{by}  {entry.kernel.value:<12} {verdict:<16} on {where}; shapes {shapes}"
+    if entry.checkpoint:
+        line += f"; for {entry.checkpoint}"
+    if entry.problem:
+        line += f" [not used: {entry.problem}]"
+    if not result.ok:
+        line += f"\n      {result.reason}"
+    return line

@@ -19,6 +19,7 @@ from awq_autoselect.errors import (
 
 from .commands import (
     cmd_bench,
+    cmd_cache,
     cmd_catalogue,
     cmd_convert,
     cmd_detect,
@@ -232,8 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-tokens", type=_at_least(1, "tokens"), default=None, help="prompt length (default 128)")
     p.add_argument("--new-tokens", type=_at_least(0, "tokens"), default=None, help="tokens generated (default 128)")
     p.add_argument("--timeout", type=_positive_float, default=None, metavar="S", help="seconds per kernel's trial")
+    p.add_argument(
+        "--refresh", action="store_true", help="measure every kernel again, whatever the cache holds (replacing it)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("cache", help="list or clear the cached trial results (a verdict to measure again)")
+    p.add_argument("action", choices=["list", "clear"])
+    p.add_argument("path", nargs="?", default=None, help="only the entries for this checkpoint's signature")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("bench", help="single-query latency of each version, side by side")
     p.add_argument("path")

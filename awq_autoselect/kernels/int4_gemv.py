@@ -257,10 +257,14 @@ def _gemv_step(  # noqa: PLR0917 - a Triton function: arguments by position
         group_ok = steps < GROUPS_PER_STEP
     else:
         group_ok = groups < N_GROUPS
-        words = tl.load(w_tile + (groups * (WORDS * R))[None, :, None, None],
-                        mask=blocks_ok[:, None, None, None] & group_ok[None, :, None, None], other=0)
-        packed = tl.load(sz_tile + (groups * R)[None, :, None], mask=blocks_ok[:, None, None] & group_ok[None, :, None],
-                         other=0)
+        words = tl.load(
+            w_tile + (groups * (WORDS * R))[None, :, None, None],
+            mask=blocks_ok[:, None, None, None] & group_ok[None, :, None, None],
+            other=0,
+        )
+        packed = tl.load(
+            sz_tile + (groups * R)[None, :, None], mask=blocks_ok[:, None, None] & group_ok[None, :, None], other=0
+        )
     scale = (packed & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
     zero = ((packed >> 16) & 0xF).to(tl.float32)
     x_base = x_row + (groups * GROUP)[:, None] + lanes[None, :]  # [GROUPS_PER_STEP, WORDS]
@@ -269,7 +273,7 @@ def _gemv_step(  # noqa: PLR0917 - a Triton function: arguments by position
     for j in tl.static_range(8):
         xj = tl.load(x_base + j * WORDS, mask=group_ok[:, None], other=0.0).to(tl.float32)
         # nibble j to bits 19-22, OR-ed into 1.0: the float 1 + q / 16, exactly
-        if j < 5:
+        if j < 5:  # noqa: SIM108 - j is a compile-time constant: one branch is compiled
             bits = (words << (19 - 4 * j)) & 0x00780000
         else:
             bits = (words >> (4 * j - 19)) & 0x00780000
@@ -306,15 +310,28 @@ def _gemv_kernel(  # noqa: PLR0917 - Triton kernels take their arguments by posi
     lanes = tl.arange(0, WORDS)
     rows = tl.arange(0, R)
     words_per_block = N_GROUPS * WORDS * R
-    w_tile = (w_ptr + blocks[:, None, None, None].to(tl.int64) * words_per_block
-              + (lanes * R)[None, None, :, None] + rows[None, None, None, :])
+    w_tile = (
+        w_ptr
+        + blocks[:, None, None, None].to(tl.int64) * words_per_block
+        + (lanes * R)[None, None, :, None]
+        + rows[None, None, None, :]
+    )
     sz_tile = sz_ptr + blocks[:, None, None] * (N_GROUPS * R) + rows[None, None, :]
     x_row = x_ptr + m * (N_GROUPS * GROUP)
     acc = tl.full([BLOCKS, GROUPS_PER_STEP, R], 0.0, tl.float32)
     for g0 in range(0, N_GROUPS, GROUPS_PER_STEP * INNER):
         for u in tl.static_range(INNER):
             acc = _gemv_step(
-                acc, x_row, w_tile, sz_tile, g0 + u * GROUPS_PER_STEP, blocks_ok, N_GROUPS, GROUP, GROUPS_PER_STEP, R,
+                acc,
+                x_row,
+                w_tile,
+                sz_tile,
+                g0 + u * GROUPS_PER_STEP,
+                blocks_ok,
+                N_GROUPS,
+                GROUP,
+                GROUPS_PER_STEP,
+                R,
                 MASKED,
             )
     result = tl.reduce(acc, 1, _add)  # [BLOCKS, R]
@@ -345,8 +362,9 @@ def _dequantize_kernel(  # noqa: PLR0917 - Triton kernels take their arguments b
         mask=group_ok[:, None, None],
         other=0,
     )  # [GROUPS, WORDS, R]
-    packed = tl.load(sz_ptr + block * (N_GROUPS * R) + (groups * R)[:, None] + rows[None, :], mask=group_ok[:, None],
-                     other=0)
+    packed = tl.load(
+        sz_ptr + block * (N_GROUPS * R) + (groups * R)[:, None] + rows[None, :], mask=group_ok[:, None], other=0
+    )
     scale = (packed & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)[:, None, :]
     zero = ((packed >> 16) & 0xF).to(tl.float32)[:, None, :]
     in_features = N_GROUPS * GROUP
@@ -355,8 +373,11 @@ def _dequantize_kernel(  # noqa: PLR0917 - Triton kernels take their arguments b
         q = ((words >> (4 * j)) & 0xF).to(tl.float32)
         values = tl.permute((q - zero) * scale, (2, 0, 1))  # [R, GROUPS, WORDS]: inputs contiguous per row
         cols = (groups * GROUP)[:, None] + j * WORDS + lanes[None, :]  # [GROUPS, WORDS]
-        tl.store(row_base[:, None, None] + cols[None, :, :], values.to(out_ptr.dtype.element_ty),
-                 mask=group_ok[None, :, None])
+        tl.store(
+            row_base[:, None, None] + cols[None, :, :],
+            values.to(out_ptr.dtype.element_ty),
+            mask=group_ok[None, :, None],
+        )
 
 
 class _State:
@@ -378,7 +399,9 @@ def _rebound(fn: Any, scope: dict[str, Any]) -> Any:
 
 
 def _kernels() -> tuple[Any, Any]:
-    """The jitted kernels (gemv, dequantize) for the current mode (``triton.jit`` reads ``TRITON_INTERPRET`` when it decorates).
+    """The jitted kernels (gemv, dequantize) for the current mode.
+
+    ``triton.jit`` reads ``TRITON_INTERPRET`` when it decorates, so the kernels are decorated lazily, once per mode.
 
     Raises:
         MissingDependencyError: triton does not import here.
@@ -484,7 +507,14 @@ def dequantize_triton(
     per_program = 4
     grid = (blocks, triton.cdiv(groups, per_program), 1)
     _kernels()[1][grid](
-        qweight, scale_zero, out, blocks, N_GROUPS=groups, GROUP=group_size, R=interleave,
-        GROUPS_PER_PROGRAM=per_program, num_warps=4,
+        qweight,
+        scale_zero,
+        out,
+        blocks,
+        N_GROUPS=groups,
+        GROUP=group_size,
+        R=interleave,
+        GROUPS_PER_PROGRAM=per_program,
+        num_warps=4,
     )
     return out

@@ -77,7 +77,9 @@ def build_layers(
     if kernel is Kernel.TORCH_INT4:
         return torch.nn.ModuleList(TorchInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
     if kernel is Kernel.GEMV_TRITON:
-        triton_layers = torch.nn.ModuleList(TritonInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
+        triton_layers = torch.nn.ModuleList(
+            TritonInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights
+        )
         if device.type == "cuda":
             tune_layers(triton_layers)
         return triton_layers.eval()

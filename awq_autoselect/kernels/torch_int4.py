@@ -30,7 +30,6 @@ Private module: imported by :mod:`awq_autoselect.loading` inside functions, neve
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
+from awq_autoselect import settings
 from awq_autoselect._packages import satisfies
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
@@ -73,25 +73,18 @@ logger = logging.getLogger(__name__)
 DENSE_THRESHOLD = 32
 
 #: Environment variable that overrides :data:`DENSE_THRESHOLD` for every new layer (tuning on another GPU).
-DENSE_THRESHOLD_ENV = "AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD"
+DENSE_THRESHOLD_ENV = settings.INT4_DENSE_THRESHOLD
 
 
 def default_dense_threshold() -> int:
     """:data:`DENSE_THRESHOLD`, or the value of ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` when set.
 
     Raises:
-        ValueError: the variable is set to something other than a positive integer.
+        InvalidArgumentError: (a ``ValueError``) the variable, or another ``AWQ_AUTOSELECT_*`` variable, holds a bad
+            value (:mod:`awq_autoselect.settings`): never a silent default, which would be another kernel path.
     """
-    raw = os.environ.get(DENSE_THRESHOLD_ENV, "").strip()
-    if not raw:
-        return DENSE_THRESHOLD
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{DENSE_THRESHOLD_ENV}={raw!r}: expected a positive number of rows, e.g. 32")
-    return value
+    value = settings.current().int4_dense_threshold
+    return DENSE_THRESHOLD if value is None else value
 
 
 #: Group sizes tinygemm has kernels for (CUDA and CPU alike).
@@ -291,6 +284,8 @@ class TorchInt4Linear(torch.nn.Module):
         VersionUnavailableError: torch, the device or the dtype cannot run tinygemm (too old a torch, compute
             capability below 8.0, a dtype the kernel lacks).
         ValueError: ``dense_threshold`` below 1.
+        InvalidArgumentError: ``dense_threshold`` not given and ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` (or another
+            ``AWQ_AUTOSELECT_*`` variable) holds a bad value.
     """
 
     qtiles: torch.Tensor

@@ -68,7 +68,7 @@ _COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @torch.library.custom_op("awq_autoselect::int4_gemv", mutates_args=())
-def _gemv_op(
+def _gemv_op(  # noqa: PLR0917 - a custom op's schema takes its arguments by position
     x: torch.Tensor,
     qweight: torch.Tensor,
     scale_zero: torch.Tensor,
@@ -84,7 +84,7 @@ def _gemv_op(
 
 
 @_gemv_op.register_fake
-def _gemv_fake(
+def _gemv_fake(  # noqa: PLR0917 - the op's signature
     x: torch.Tensor,
     qweight: torch.Tensor,
     scale_zero: torch.Tensor,
@@ -99,9 +99,10 @@ def _gemv_fake(
 
 
 def _interpreting() -> bool:
-    if int4_gemv.triton is None:
+    triton = getattr(int4_gemv, "triton", None)
+    if triton is None:
         return False
-    knobs = getattr(int4_gemv.triton, "knobs", None)
+    knobs = getattr(triton, "knobs", None)
     return bool(knobs.runtime.interpret) if knobs is not None else False
 
 
@@ -216,8 +217,11 @@ class TritonInt4Linear(torch.nn.Module):
             raise ConversionError("bias mismatch between the weight and this TritonInt4Linear")
         dev = self.qweight.device
         qweight, scale_zero = int4_gemv.pack_gemv_layout(
-            weight.intweight.to(dev), None if weight.zeros is None else weight.zeros.to(dev),
-            weight.scales.to(dev), self.group_size, _INTERLEAVE,
+            weight.intweight.to(dev),
+            None if weight.zeros is None else weight.zeros.to(dev),
+            weight.scales.to(dev),
+            self.group_size,
+            _INTERLEAVE,
         )
         self.qweight.copy_(qweight)
         self.scale_zero.copy_(scale_zero)
@@ -264,11 +268,19 @@ class TritonInt4Linear(torch.nn.Module):
             if count <= self.gemv_max_rows and (rows.is_cuda or _interpreting()):
                 cfg = self.config
                 out = _gemv_op(
-                    rows, self.qweight, self.scale_zero, self.group_size,
-                    cfg.blocks, cfg.groups_per_step, cfg.num_warps, cfg.inner, cfg.num_stages,
+                    rows,
+                    self.qweight,
+                    self.scale_zero,
+                    self.group_size,
+                    cfg.blocks,
+                    cfg.groups_per_step,
+                    cfg.num_warps,
+                    cfg.inner,
+                    cfg.num_stages,
                 )
             else:
                 out = F.linear(rows, self.dequantize())
+            assert isinstance(out, torch.Tensor)
             if self.bias is not None:
                 out = out + self.bias
         return out.reshape(out_shape).to(x.dtype)
@@ -314,14 +326,15 @@ def _time_config(layer: TritonInt4Linear, rows: torch.Tensor, config: GemvConfig
     int4_gemv.gemv(rows, qweight, scale_zero, layer.group_size, config=config, out=out)
     times = []
     for _ in range(3):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
         for _ in range(calls):
             int4_gemv.gemv(rows, qweight, scale_zero, layer.group_size, config=config, out=out)
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1000.0 / calls)
-    return sorted(times)[1]
+    return float(sorted(times)[1])
 
 
 def tune_layers(model: torch.nn.Module, candidates: tuple[GemvConfig, ...] = CANDIDATES) -> dict[str, str]:
@@ -336,8 +349,13 @@ def tune_layers(model: torch.nn.Module, candidates: tuple[GemvConfig, ...] = CAN
     by_shape: dict[tuple[str, int, int, int, int], list[TritonInt4Linear]] = {}
     for layer in model.modules():
         if isinstance(layer, TritonInt4Linear) and layer.qweight.is_cuda:
-            key = (str(layer.qweight.device), layer.out_features, layer.in_features, layer.group_size,
-                   int(layer._dtype == torch.bfloat16))
+            key = (
+                str(layer.qweight.device),
+                layer.out_features,
+                layer.in_features,
+                layer.group_size,
+                int(layer._dtype == torch.bfloat16),
+            )
             by_shape.setdefault(key, []).append(layer)
     for key, layers in by_shape.items():
         config = _TUNED.get(key)
@@ -352,8 +370,12 @@ def tune_layers(model: torch.nn.Module, candidates: tuple[GemvConfig, ...] = CAN
                     logger.debug("gemv config %s failed for %s: %s", candidate, key, exc)
             config = min(timings, key=timings.__getitem__) if timings else DEFAULT_CONFIG
             _TUNED[key] = config
-            logger.info("gemv_triton: %s -> %s (%s)", key, config,
-                        ", ".join(f"{c}: {t:.2f} us" for c, t in sorted(timings.items(), key=lambda i: i[1])))
+            logger.info(
+                "gemv_triton: %s -> %s (%s)",
+                key,
+                config,
+                ", ".join(f"{c}: {t:.2f} us" for c, t in sorted(timings.items(), key=lambda i: i[1])),
+            )
         for layer in layers:
             layer.config = config
         chosen[f"{key[1]}x{key[2]}/{key[3]}"] = str(config)

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from awq_autoselect import settings
 from awq_autoselect._awq import fused_modules, hf_model_of
 from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
@@ -85,12 +86,27 @@ _RETRYABLE: tuple[type[BaseException], ...] = (*_KERNEL_ERRORS, ProbeMismatchErr
 
 def _merged(first: TrialReport, second: TrialReport) -> TrialReport:
     """One report of two runs' results for one device (the kernels of the two are disjoint)."""
-    return TrialReport(first.device, first.results + second.results, first.from_cache + second.from_cache)
+    return TrialReport(
+        first.device, first.results + second.results, first.from_cache + second.from_cache, first.checkpoint
+    )
 
 
-def _trial_attempts(broken: Iterable[tuple[Kernel, str]]) -> list[Attempt]:
-    """Kernels whose trial failed, as the attempts they are (never built in this process)."""
-    return [Attempt(k, False, "trial", False, None, f"failed its trial in a child process: {why}") for k, why in broken]
+def _trial_attempts(report: TrialReport, kernels: Iterable[Kernel]) -> list[Attempt]:
+    """``kernels``' trials that failed, as the attempts they are: broken ones were never built in this process;
+    inconclusive ones (timeout, memory) were not measured and keep their published rank for this load."""
+    attempts = []
+    for kernel in kernels:
+        result = report.result(kernel)
+        if result is None or result.ok:
+            continue
+        cached = report.cache_note(kernel)
+        if result.inconclusive:
+            why = f"its trial was inconclusive, so it was ranked by its published score for this load: {result.reason}"
+            attempts.append(Attempt(kernel, False, "unmeasured", False, None, why))
+        else:
+            why = f"failed its trial in a child process: {result.reason}" + (f" {cached}" if cached else "")
+            attempts.append(Attempt(kernel, False, "trial", False, None, why))
+    return attempts
 
 
 @contextlib.contextmanager
@@ -249,7 +265,9 @@ def load_quantized_auto(
         probe: run the numeric probe after loading (recommended: a load is not proof).
         fallback: walk the selection's chain when the requested or preferred kernel cannot run. With False, a
             version that cannot run raises instead.
-        workload: what the model will do (batch size, prompt and output lengths); steers the choice.
+        workload: what the model will do (batch size, prompt and output lengths); steers the choice. One the
+            model cannot hold (longer than its context, or a KV cache beyond the device's memory) is refused
+            before any trial.
         selection: a ready :class:`~awq_autoselect.selection.Selection` (e.g. planned with
             ``select_awq_version``); its chain is tried in order, each kernel for real.
         environment: the kernel-module probe to select with (default: :func:`probe_environment`).
@@ -262,7 +280,9 @@ def load_quantized_auto(
         trials: run every viable kernel on layers of this checkpoint's shapes in child processes first (timed,
             numerically checked, crash-isolated; cached on disk, so only the first load on a machine pays), then
             load in this process only kernels that passed, fastest first. ``None``: on, unless
-            ``$AWQ_AUTOSELECT_TRIALS`` is ``0``; ignored when ``selection`` is given.
+            ``$AWQ_AUTOSELECT_TRIALS`` is ``0``; ignored when ``selection`` is given. A trial that could not finish
+            (timeout, out of memory) is not cached and blames no kernel: this load ranks by published scores, with a
+            ``FallbackWarning``, and lists it in ``report.attempts`` (stage ``"unmeasured"``).
         fast_decode: how the returned model's ``generate(...)`` decodes (:mod:`awq_autoselect.decode.fast`):
             ``"compile"`` (the decode step compiled by torch.compile and replayed from a CUDA graph over a static
             KV cache; the default on CUDA for kernels torch.compile can trace, torch_int4 among them; the first
@@ -296,12 +316,17 @@ def load_quantized_auto(
             ``fast_decode``, ``progress`` or ``$AWQ_AUTOSELECT_PROGRESS``, a ``device`` this torch cannot use
             (:class:`~awq_autoselect.errors.InvalidDeviceSpecError`).
         CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
+        InvalidArgumentError: an ``AWQ_AUTOSELECT_*`` variable holds a bad value, or ``workload`` cannot fit (its
+            tokens beyond the model's context, its KV cache beyond the device's memory); nothing was run.
         UnknownVersionError: ``version`` is not a known kernel name.
+        NoCompatibleKernelError: no kernel can run this checkpoint here (``reasons`` has each one's; a trial
+            verdict read from the cache says so, with its date and the commands that measure it again).
         VersionUnavailableError: ``fallback=False`` and the requested version cannot run here.
         KernelFailedError: every candidate failed to load or to pass the probe (``.attempts`` lists them).
         CudaContextPoisonedError: a CUDA error made the context unusable; probe in a fresh process.
     """
     started = time.perf_counter()
+    settings.current()  # a bad AWQ_AUTOSELECT_* value is refused before anything is read or run
     check_arguments(probe_tolerance=probe_tolerance, max_seq_len=max_seq_len, fast_decode=fast_decode)
     show_progress = progress_enabled(progress)
     requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
@@ -319,14 +344,34 @@ def load_quantized_auto(
     converted: list[float] = []  # seconds of each conversion, inside the build's time
     env = environment if environment is not None else probe_environment()
     trial_failures: list[tuple[Kernel, str]] = []
+    attempts: list[Attempt] = []
     untrialed: set[Kernel] = set()  # fallbacks whose trial waits until the load needs them
     work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
+    if workload is not None:
+        from awq_autoselect.capacity import check_workload
+
+        check_workload(info, work, str(dev))  # before any trial: one the model cannot hold fails in every child
 
     def trial(kernels: Sequence[Kernel]) -> TrialReport:
         with _timed(spent, "trials"):
-            return run_trials(
-                info, kernels, device=str(dev), rows=(work.decode_rows, work.prefill_rows), show_progress=show_progress
+            report = run_trials(
+                info,
+                kernels,
+                device=str(dev),
+                rows=(work.decode_rows, work.prefill_rows),
+                show_progress=show_progress,
+                measured_by="load_quantized_auto",
             )
+        attempts.extend(_trial_attempts(report, kernels))
+        if report.inconclusive:
+            warnings.warn(
+                f"awq_autoselect could not measure {', '.join(k.value for k in report.inconclusive)} for "
+                f"{info.path.name} (" + "; ".join(report.inconclusive.values()) + "): ranked by published scores "
+                "for this load; nothing of that was cached",
+                FallbackWarning,
+                stacklevel=3,
+            )
+        return report
 
     if selection is None:
         capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
@@ -359,7 +404,6 @@ def load_quantized_auto(
             selection = select(measured)
             untrialed = set(rest)
     # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
-    attempts = _trial_attempts(trial_failures)
     chain = list(selection.chain)
     rejected = dict(selection.rejected)
     late = checkpoint_rejections(selection, info)  # a selection given, planned without the directory
@@ -388,7 +432,6 @@ def load_quantized_auto(
         if index > 0 and untrialed.intersection(chain[index:]):  # past the named kernel: build no untried one
             extra = trial([k for k in chain[index:] if k in untrialed])
             untrialed.clear()
-            attempts += _trial_attempts(extra.broken.items())
             chain[index:] = [k for k in chain[index:] if k not in extra.broken]
             if index >= len(chain):
                 break

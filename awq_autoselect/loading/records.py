@@ -31,7 +31,9 @@ class Attempt:
 
     kernel: Kernel
     fused: bool
-    stage: str  # "trial" (broke in its trial), "skipped" (rejected before loading), "load", "probe", or "ok"
+    # "trial" (broke in its trial), "unmeasured" (its trial was inconclusive: timeout, memory; ranked by its
+    # published score, not a failure of the kernel), "skipped" (rejected before loading), "load", "probe", or "ok"
+    stage: str
     ok: bool
     error_type: str | None = None
     message: str = ""
@@ -56,6 +58,8 @@ class Attempt:
             return f"{self.kernel}{fused}: not tried: {self.message}"
         if self.stage == "trial":
             return f"{self.kernel}{fused}: not loaded: {self.message}"
+        if self.stage == "unmeasured":
+            return f"{self.kernel}{fused}: not measured: {self.message}"
         error = f"{self.error_type}: " if self.error_type else ""
         return f"{self.kernel}{fused}: failed at {self.stage}: {error}{self.message}"
 
@@ -200,9 +204,14 @@ class LoadReport:
     def fallbacks(self) -> tuple[Attempt, ...]:
         """The failed attempts that make this load a fallback: the requested kernel, or a chosen one, not used.
 
-        With ``requested == "auto"``, kernels that failed their trial were never chosen: not a fallback.
+        With ``requested == "auto"``, kernels that failed their trial were never chosen: not a fallback. A trial
+        that was inconclusive (``"unmeasured"``) is never one: the kernel kept its place.
         """
-        return tuple(a for a in self.attempts if not a.ok and not (self.requested == "auto" and a.stage == "trial"))
+        return tuple(
+            a
+            for a in self.attempts
+            if not a.ok and a.stage != "unmeasured" and not (self.requested == "auto" and a.stage == "trial")
+        )
 
     @property
     def fell_back(self) -> bool:

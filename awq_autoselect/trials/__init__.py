@@ -1,15 +1,26 @@
 """Trials: every candidate kernel run on layers of the checkpoint's shapes, in its own child process, measured.
 
-A kernel that crashes (a signal, an illegal memory access, a timeout) or returns wrong numbers is *broken* for
-that shape on that machine, with the reason, and never touches the caller's process. The results are cached on
-disk (:mod:`.cache`), keyed by everything that changes the answer. :mod:`.records` holds what is measured,
+A kernel that crashes (a signal, an illegal memory access), does not import or returns wrong numbers is *broken*
+for that shape on that machine, with the reason, and never touches the caller's process; a trial that times out or
+runs out of memory is *inconclusive* and says nothing about the kernel (:class:`FailureCause`). The results are
+cached on disk (:mod:`.cache`), keyed by everything that changes the answer: only ok ones, and broken ones that a
+second child process repeated. :mod:`.records` holds what is measured,
 :mod:`.child` runs in the child process, :mod:`.runner` starts the children.
 """
 
 from __future__ import annotations
 
 from .cache import CACHE_ENV, TrialCache, cache_dir
-from .records import DecodeMode, LayerShape, RowTiming, ShapeResult, TrialReport, TrialResult, TrialStatus
+from .records import (
+    DecodeMode,
+    FailureCause,
+    LayerShape,
+    RowTiming,
+    ShapeResult,
+    TrialReport,
+    TrialResult,
+    TrialStatus,
+)
 from .runner import (
     PROGRESS_ENV,
     TIMEOUT_ENV,
@@ -27,6 +38,7 @@ __all__ = [
     "TIMEOUT_ENV",
     "TRIALS_ENV",
     "DecodeMode",
+    "FailureCause",
     "LayerShape",
     "RowTiming",
     "ShapeResult",

@@ -11,8 +11,15 @@ checkpoint's quantization signature (bits, group size, zero point, the distinct 
 protocol's version. Timings are stored per row count; a later trial at other row counts adds to the entry.
 
 Writes are atomic (a temporary file and a rename in the same folder) and serialised between processes by a lock
-file, so two processes tuning at once cannot corrupt an entry. A corrupt, unreadable or stale entry is ignored
-with a log line, never an exception.
+file, so two processes tuning at once cannot corrupt an entry. A process about to run a trial holds that entry's
+own lock (``<entry>.lock``) while the trial runs: another process that wants the same entry waits for it (a bounded
+wait) and reads the result instead of measuring it again. A corrupt, unreadable or stale entry is ignored with a
+log line, never an exception.
+
+Only what a trial says about the kernel is kept: *ok* results, and *broken* ones that a second child process
+repeated (:attr:`~.records.TrialResult.cacheable`). A folder that cannot be written, a file in its place, or a
+folder inside a model checkpoint is refused (:meth:`TrialCache.problem`): one
+:class:`~awq_autoselect.errors.TrialCacheWarning` per process, and nothing is read or written there.
 """
 
 from __future__ import annotations
@@ -26,20 +33,26 @@ import logging
 import os
 import platform
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from awq_autoselect import settings
 from awq_autoselect._codec import from_json, to_json
 from awq_autoselect._packages import dist_version
 from awq_autoselect._writing import write_file
 from awq_autoselect.catalogue import CATALOGUE, Kernel
+from awq_autoselect.errors import TrialCacheWarning
 
-from .records import LayerShape, RowTiming, TrialResult
+from .records import LayerShape, RowTiming, TrialResult, TrialStatus
 
 __all__ = [
     "CACHE_ENV",
     "PROTOCOL",
+    "CacheEntry",
     "MachineKey",
     "QuantSignature",
     "TrialCache",
@@ -50,20 +63,31 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable naming the cache folder.
-CACHE_ENV = "AWQ_AUTOSELECT_CACHE_DIR"
+#: Environment variable naming the cache folder (:mod:`awq_autoselect.settings`).
+CACHE_ENV = settings.CACHE_DIR
 #: Version of what a trial measures and how; a new protocol invalidates every entry. 2: kernels that cannot store
 #: a zero point of 0 (ExLlama, ExLlamaV2) are tried with zero points 1-15 (protocol 1 found them "wrong numbers").
-PROTOCOL = 2
-_SCHEMA = "awq-autoselect.trial/1"
+#: 3: results carry a failure cause; only ok results and broken ones confirmed by a second child are stored
+#: (protocol 2 stored timeouts and out-of-memory failures as broken).
+PROTOCOL = 3
+_SCHEMA = "awq-autoselect.trial/2"
 _ENTRY = re.compile(r"[0-9a-f]{32}\.json")
+_LOCK = re.compile(r"[0-9a-f]{32}\.lock")
+_POLL_S = 0.2
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
 def cache_dir() -> Path:
-    """The cache folder (see the module docstring); not created until something is written."""
-    explicit = os.environ.get(CACHE_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
+    """The cache folder (see the module docstring); not created until something is written.
+
+    Raises:
+        InvalidArgumentError: an ``AWQ_AUTOSELECT_*`` variable holds a bad value (:mod:`awq_autoselect.settings`).
+    """
+    explicit = settings.current().cache_dir
+    if explicit is not None:
+        return explicit
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "awq_autoselect"
@@ -201,14 +225,87 @@ def _merge(old: TrialResult, new: TrialResult) -> TrialResult:
     return dataclasses.replace(new, shapes=tuple(merged))
 
 
+def _looks_like_checkpoint(folder: Path) -> bool:
+    """A model's folder: a config.json next to weights (what transformers and AutoAWQ load)."""
+    try:
+        if not (folder / "config.json").is_file():
+            return False
+        return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.index.json"))
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(path.anchor or "/")
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One file of the cache as ``awq-autoselect cache list`` shows it."""
+
+    path: Path
+    kernel: Kernel | None  # None: unreadable, or written by another protocol
+    signature: QuantSignature | None
+    machine: MachineKey | None
+    checkpoint: str  # the checkpoint directory it was last measured for ("" when unknown)
+    result: TrialResult | None
+    problem: str = ""  # why the entry is not used ("" for a current one)
+
+
 class TrialCache:
     """Read and write trial results in a cache folder (default :func:`cache_dir`)."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = (root if root is not None else cache_dir()) / "trials"
+        self.base = root if root is not None else cache_dir()
+        self.root = self.base / "trials"
 
     def _path(self, key: Mapping[str, object]) -> Path:
         return self.root / f"{_digest(key)}.json"
+
+    def problem(self, checkpoint: str | os.PathLike[str] | None = None) -> str | None:
+        """Why this folder must not be used (``None``: it can be), checked without writing anything: it lies inside
+        ``checkpoint`` or inside any folder that looks like a model checkpoint, it or a parent is a file, or it
+        cannot be written."""
+        try:
+            resolved = self.base.expanduser().resolve()
+        except (OSError, RuntimeError) as exc:
+            return f"its path cannot be resolved ({exc})"
+        if checkpoint is not None:
+            model = Path(checkpoint).expanduser().resolve()
+            if resolved == model or model in resolved.parents:
+                return f"it lies inside the checkpoint being loaded ({model}), which must not be written to"
+        for folder in (resolved, *resolved.parents):
+            if _looks_like_checkpoint(folder):
+                return f"it lies inside {folder}, which looks like a model checkpoint (config.json and weights)"
+        existing = _nearest_existing(self.root)
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{existing} cannot be written (permissions or a read-only file system)"
+        return None
+
+    def usable(self, checkpoint: str | os.PathLike[str] | None = None) -> bool:
+        """Whether this folder may be read and written for ``checkpoint``'s trials; when not, warns once per
+        process and folder with a :class:`~awq_autoselect.errors.TrialCacheWarning` naming the fix."""
+        problem = self.problem(checkpoint)
+        if problem is None:
+            return True
+        with _warned_lock:
+            first = (str(self.base), problem) not in _warned
+            _warned.add((str(self.base), problem))
+        if first:
+            warnings.warn(
+                f"the trial cache folder {self.base} is not used: {problem}. Trial results are not cached, so "
+                f"every load measures the kernels again; set {CACHE_ENV} to a writable folder outside any model "
+                "checkpoint",
+                TrialCacheWarning,
+                stacklevel=3,
+            )
+        logger.info("trial cache %s not used: %s", self.base, problem)
+        return False
 
     def _read(self, path: Path, key: Mapping[str, object]) -> TrialResult | None:
         try:
@@ -238,7 +335,103 @@ class TrialCache:
         """The cached result, with ``shapes``' layer counts, or ``None``."""
         key = _entry_key(machine, kernel, signature)
         result = self._read(self._path(key), key)
+        if result is not None and not result.cacheable:  # written by hand or by a bug: never trusted
+            logger.warning("ignoring trial cache entry of %s: a %s result is never cached", kernel.value, result.status)
+            return None
         return None if result is None else _with_counts(result, shapes)
+
+    @contextlib.contextmanager
+    def claim(
+        self,
+        machine: MachineKey,
+        kernel: Kernel,
+        signature: QuantSignature,
+        *,
+        wait_s: float,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Iterator[bool]:
+        """Hold the lock of one entry while its trial runs, so that another process wanting the same entry waits
+        for the result instead of measuring it again. Waits up to ``wait_s`` for a process that holds it
+        (``on_wait`` is called once when waiting starts); yields whether the lock is held (``False``: the wait ran
+        out, and the caller runs its own trial)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no waiting, atomic renames alone
+            yield True
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = self.root / f"{_digest(_entry_key(machine, kernel, signature))}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        held = False
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = True
+                    break
+                except BlockingIOError:
+                    if on_wait is not None:
+                        on_wait()
+                        on_wait = None
+                    if time.monotonic() >= deadline:
+                        logger.warning(
+                            "waited %.0f s for another process's trial of %s; running it here", wait_s, kernel.value
+                        )
+                        break
+                    time.sleep(_POLL_S)
+            yield held
+        finally:
+            if held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def entries(self) -> tuple[CacheEntry, ...]:
+        """Every entry file of the folder, readable or not, oldest measurement first."""
+        if not self.root.is_dir():
+            return ()
+        found: list[CacheEntry] = []
+        for path in sorted(p for p in self.root.iterdir() if _ENTRY.fullmatch(p.name)):
+            found.append(_entry_of(path))
+        return tuple(sorted(found, key=lambda e: (e.result is None, e.result.measured_at if e.result else "")))
+
+    def clear(self, signature: QuantSignature | None = None) -> tuple[Path, ...]:
+        """Delete the entries for ``signature`` (every machine and kernel), or every entry; returns the files
+        deleted. Only this cache's own files are touched (entry and lock files, by their names)."""
+        if not self.root.is_dir():
+            return ()
+        removed: list[Path] = []
+        with self._locked():
+            for entry in self.entries():
+                if signature is not None and entry.signature != signature:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    entry.path.unlink()
+                    removed.append(entry.path)
+                self._remove_lock(entry.path.with_suffix(".lock"))
+            if signature is None:
+                for lock in [p for p in self.root.iterdir() if _LOCK.fullmatch(p.name)]:
+                    self._remove_lock(lock)
+        return tuple(removed)
+
+    @staticmethod
+    def _remove_lock(lock: Path) -> None:
+        """Delete an entry's lock file unless a process holds it (its trial is running)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock files
+            return
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.unlink()
+        except OSError:
+            pass  # held: its trial is running; the file stays
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -256,15 +449,66 @@ class TrialCache:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def put(self, machine: MachineKey, kernel: Kernel, signature: QuantSignature, result: TrialResult) -> Path:
-        """Store ``result`` (merged with the row counts already stored for the same key); returns the file."""
+    def put(
+        self,
+        machine: MachineKey,
+        kernel: Kernel,
+        signature: QuantSignature,
+        result: TrialResult,
+        checkpoint: str | os.PathLike[str] | None = None,
+    ) -> Path:
+        """Store ``result`` (merged with the row counts already stored for the same key); returns the file.
+
+        ``checkpoint`` (the directory measured for) is kept for ``awq-autoselect cache list``; it is not part of
+        the key: checkpoints with the same quantization signature share their entries.
+
+        Raises:
+            ValueError: ``result`` is not cacheable (inconclusive, or broken and not confirmed).
+            OutputPathError: the entry cannot be written.
+        """
+        if not result.cacheable:
+            raise ValueError(f"a {result.status} trial result that is not confirmed is never cached")
         key = _entry_key(machine, kernel, signature)
         path = self._path(key)
         with self._locked():
             old = self._read(path, key)
             merged = result if old is None else _merge(old, result)
-            text = json.dumps({"schema": _SCHEMA, "key": key, "result": to_json(merged)}, indent=1, default=str)
+            record = {"schema": _SCHEMA, "key": key, "checkpoint": "" if checkpoint is None else str(checkpoint)}
+            text = json.dumps({**record, "result": to_json(merged)}, indent=1, default=str)
             write_file(
                 path, text + "\n", owned=lambda p: _ENTRY.fullmatch(p.name) is not None, what="trial cache entry"
             )
         return path
+
+
+def _entry_of(path: Path) -> CacheEntry:
+    """What one entry file holds, or why it cannot be used."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return CacheEntry(path, None, None, None, "", None, f"unreadable ({exc})")
+    if not isinstance(data, dict) or data.get("schema") != _SCHEMA:
+        schema = data.get("schema") if isinstance(data, dict) else None
+        return CacheEntry(path, None, None, None, "", None, f"written by another version ({schema})")
+    key = data.get("key")
+    try:
+        assert isinstance(key, dict)
+        result = from_json(TrialResult, data.get("result"))
+        assert isinstance(result, TrialResult)
+        raw = key["signature"]
+        signature = QuantSignature(
+            bits=int(raw["bits"]),
+            group_size=int(raw["group_size"]),
+            zero_point=bool(raw["zero_point"]),
+            shapes=tuple((int(k), int(n)) for k, n in raw["shapes"]),
+        )
+        machine = MachineKey(**key["machine"])
+    except Exception as exc:  # a malformed entry, whatever the error: listed as such
+        return CacheEntry(path, None, None, None, "", None, f"malformed ({type(exc).__name__}: {exc})")
+    problem = "" if key.get("protocol") == PROTOCOL else f"trial protocol {key.get('protocol')}, not {PROTOCOL}"
+    if not problem and result.status is TrialStatus.INCONCLUSIVE:
+        problem = "an inconclusive result (never used)"
+    checkpoint = data.get("checkpoint")
+    return CacheEntry(
+        path, result.kernel, signature, machine, checkpoint if isinstance(checkpoint, str) else "", result, problem
+    )

@@ -27,17 +27,29 @@ from typing import TYPE_CHECKING
 from awq_autoselect._codec import to_json
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 
-from .records import LayerShape, RowTiming, ShapeResult, TrialResult, TrialStatus, utc_timestamp
+from .records import FailureCause, LayerShape, RowTiming, ShapeResult, TrialResult, TrialStatus, utc_timestamp
 
 if TYPE_CHECKING:
     import torch
 
     from awq_autoselect.formats import UnpackedWeight
 
-__all__ = ["RESULT_MARKER", "main", "run_job"]
+__all__ = ["CUDA_ERROR_HINTS", "OOM_HINTS", "RESULT_MARKER", "cause_of", "main", "run_job"]
 
 #: The last line of a child's stdout starts with this, followed by the result's JSON.
 RESULT_MARKER = "AWQ_AUTOSELECT_TRIAL_RESULT "
+
+#: Text of CUDA errors that mean the kernel itself faulted (the context is gone afterwards): a crash.
+CUDA_ERROR_HINTS = ("illegal memory access", "device-side assert", "misaligned address", "illegal instruction")
+#: Text of allocation failures, CUDA's and the host allocator's: out of memory, not the kernel's fault.
+OOM_HINTS = (
+    "out of memory",
+    "not enough memory",
+    "cannot allocate memory",
+    "can't allocate memory",
+    "failed to allocate",
+)
+_NO_IMAGE = "no kernel image"
 
 _WARMUP = 3
 _REPEATS = 25
@@ -178,8 +190,27 @@ def _time_graph(layers: Sequence[torch.nn.Module], x: torch.Tensor, device: torc
     return statistics.median(samples)
 
 
+def cause_of(error: BaseException) -> FailureCause:
+    """What an exception raised while running a kernel says about the kernel (see :class:`FailureCause`)."""
+    text = f"{type(error).__name__}: {error}".lower()
+    if isinstance(error, KeyboardInterrupt):
+        return FailureCause.INTERRUPTED
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return FailureCause.OOM
+    if any(hint in text for hint in OOM_HINTS):
+        return FailureCause.OOM
+    if _NO_IMAGE in text:
+        return FailureCause.NO_IMAGE
+    if any(hint in text for hint in CUDA_ERROR_HINTS):
+        return FailureCause.CRASH
+    if isinstance(error, ImportError):
+        return FailureCause.IMPORT
+    return FailureCause.ERROR
+
+
 def run_job(job: dict[str, object], log: Callable[[str], None] = lambda text: None) -> TrialResult:
-    """Run one trial in this process (see the module docstring). A failure is a *broken* result, not an error."""
+    """Run one trial in this process (see the module docstring). A failure is a result, not an error: *broken*
+    when the kernel is to blame, *inconclusive* when not (out of memory, interrupted), as :func:`cause_of` says."""
     import torch
 
     started = time.perf_counter()
@@ -189,13 +220,17 @@ def run_job(job: dict[str, object], log: Callable[[str], None] = lambda text: No
         if device.type == "cuda":
             torch.cuda.set_device(device)
         return _measure(kernel, device, job, started, log)
-    except Exception as exc:  # whatever the kernel raises is the result: it does not work here
+    except (Exception, KeyboardInterrupt) as exc:  # whatever the kernel raises is the result
+        cause = cause_of(exc)
         text = " ".join(str(exc).split())[:600]
         try:
             _sync(device)
         except Exception as sync_error:
             text += f" (the CUDA context is unusable afterwards: {' '.join(str(sync_error).split())[:200]})"
-        return TrialResult.broken(kernel, str(device), f"{type(exc).__name__}: {text}", time.perf_counter() - started)
+            if cause is FailureCause.ERROR:
+                cause = FailureCause.CRASH
+        reason = f"{type(exc).__name__}: {text}"
+        return TrialResult.failed(kernel, str(device), cause, reason, time.perf_counter() - started)
 
 
 def _measure(
@@ -237,6 +272,7 @@ def _measure(
                     f"wrong numbers at in_features x out_features {label}: {what} against the float32 dequantized "
                     f"reference (tolerance {tolerance:g})",
                     time.perf_counter() - started,
+                    FailureCause.WRONG,
                 )
             gen = torch.Generator(device=device).manual_seed(seed)
             timings: list[RowTiming] = []

@@ -1,15 +1,19 @@
 """What a trial measured: per kernel, per layer shape, per row count, eager and inside a CUDA graph.
 
 A trial runs one kernel on layers of a checkpoint's shapes in a child process (:mod:`.runner`, :mod:`.child`).
-Its result is either *ok* (the numeric check passed; timings follow) or *broken* (it crashed, timed out, raised,
-or returned wrong numbers; the reason says which). Records are frozen and serialise through
-:mod:`awq_autoselect._codec`.
+Its result is *ok* (the numeric check passed; timings follow), *broken* (the kernel's own failure: it crashed,
+raised, did not import, has no image for this GPU, or returned wrong numbers) or *inconclusive* (the trial could not
+finish for a reason that says nothing about the kernel: a timeout, out of memory, an interruption, a resource
+limit). :class:`FailureCause` is the closed set of reasons, and says which of them blame the kernel: only those are
+cached as broken, and only once a second, fresh child process has repeated them. Records are frozen and serialise
+through :mod:`awq_autoselect._codec`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import enum
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -17,14 +21,27 @@ from awq_autoselect.catalogue import Kernel
 
 __all__ = [
     "DecodeMode",
+    "FailureCause",
     "LayerShape",
     "RowTiming",
     "ShapeResult",
     "TrialReport",
     "TrialResult",
     "TrialStatus",
+    "cache_note",
     "utc_timestamp",
 ]
+
+
+def cache_note(result: TrialResult, checkpoint: str = "") -> str:
+    """``"(cached 2026-12-05 by awq-autoselect tune; refresh with `awq-autoselect tune PATH --refresh` or
+    `awq-autoselect cache clear PATH`)"`` for a result read from the trial cache."""
+    path = shlex.quote(checkpoint) if checkpoint else "PATH"
+    by = f" by {result.measured_by}" if result.measured_by else ""
+    return (
+        f"(cached {result.measured_on}{by}; refresh with `awq-autoselect tune {path} --refresh` or "
+        f"`awq-autoselect cache clear {path}`)"
+    )
 
 
 def utc_timestamp() -> str:
@@ -36,10 +53,57 @@ class TrialStatus(str, enum.Enum):
     """A trial's outcome."""
 
     OK = "ok"  # ran, numbers right; timings measured
-    BROKEN = "broken"  # crashed (signal, CUDA error), timed out, raised, or returned wrong numbers
+    BROKEN = "broken"  # the kernel's own failure (FailureCause.blames_kernel): crashed, raised, wrong numbers
+    INCONCLUSIVE = "inconclusive"  # no verdict on the kernel: timed out, out of memory, interrupted, a limit
 
     def __str__(self) -> str:
         return self.value
+
+
+class FailureCause(str, enum.Enum):
+    """Why a trial did not end *ok*. :attr:`blames_kernel` says whether it is the kernel's own doing and repeats
+    (then the kernel is *broken*, and cached so once confirmed), or a transient or self-inflicted cause (then the
+    trial is *inconclusive*: never cached, the kernel ranked by its published priority for that call)."""
+
+    CRASH = "crash"  # killed by SIGSEGV/SIGABRT/SIGBUS/SIGILL/SIGFPE, or a CUDA error (illegal memory access, ...)
+    WRONG = "wrong"  # outputs outside the tolerance, or not finite
+    IMPORT = "import"  # the kernel's module or extension does not import
+    NO_IMAGE = "no_image"  # "no kernel image is available for execution on the device"
+    ERROR = "error"  # the kernel raised another error of its own (argument checks, unsupported shape or device)
+    TIMEOUT = "timeout"  # the child did not finish within the trial timeout (killed)
+    OOM = "oom"  # out of memory (CUDA or host)
+    INTERRUPTED = "interrupted"  # the child was interrupted or terminated from outside (SIGINT, SIGTERM, SIGHUP)
+    RESOURCE = "resource"  # a resource limit: SIGKILL (the kernel's out-of-memory killer), SIGXCPU, no process
+    PROCESS = "process"  # the child process ended without a result, with no sign of the kernel failing
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def blames_kernel(self) -> bool:
+        """Whether the cause is the kernel's own and repeats: cacheable as broken (after a second child agrees)."""
+        return self in _BLAMING
+
+    def describe(self) -> str:
+        """The cause in words, for messages."""
+        return _WORDS[self]
+
+
+_BLAMING = frozenset(
+    {FailureCause.CRASH, FailureCause.WRONG, FailureCause.IMPORT, FailureCause.NO_IMAGE, FailureCause.ERROR}
+)
+_WORDS = {
+    FailureCause.CRASH: "crashed",
+    FailureCause.WRONG: "computed wrong numbers",
+    FailureCause.IMPORT: "does not import",
+    FailureCause.NO_IMAGE: "has no kernel image for this GPU",
+    FailureCause.ERROR: "raised an error",
+    FailureCause.TIMEOUT: "timed out",
+    FailureCause.OOM: "ran out of memory",
+    FailureCause.INTERRUPTED: "was interrupted",
+    FailureCause.RESOURCE: "hit a resource limit",
+    FailureCause.PROCESS: "ended without a result",
+}
 
 
 class DecodeMode(str, enum.Enum):
@@ -89,20 +153,48 @@ class TrialResult:
 
     kernel: Kernel
     status: TrialStatus
-    reason: str  # broken: why; ok: notes (e.g. why there are no graph timings), may be empty
+    reason: str  # broken or inconclusive: why; ok: notes (e.g. why there are no graph timings), may be empty
     device: str
     shapes: tuple[ShapeResult, ...]
     seconds: float
     measured_at: str  # ISO 8601, UTC
+    cause: FailureCause | None = None  # None when ok
+    confirmed: bool = False  # broken, and a second fresh child process failed again: only then is it cached
+    measured_by: str = ""  # what ran the trial ("awq-autoselect tune", "load_quantized_auto", ...)
 
     @classmethod
-    def broken(cls, kernel: Kernel, device: str, reason: str, seconds: float) -> TrialResult:
-        """A broken result measured now, with nothing timed."""
-        return cls(kernel, TrialStatus.BROKEN, reason, device, (), seconds, utc_timestamp())
+    def failed(cls, kernel: Kernel, device: str, cause: FailureCause, reason: str, seconds: float) -> TrialResult:
+        """A result measured now with nothing timed: *broken* when ``cause`` blames the kernel, else
+        *inconclusive*."""
+        status = TrialStatus.BROKEN if cause.blames_kernel else TrialStatus.INCONCLUSIVE
+        return cls(kernel, status, reason, device, (), seconds, utc_timestamp(), cause)
+
+    @classmethod
+    def broken(
+        cls, kernel: Kernel, device: str, reason: str, seconds: float, cause: FailureCause = FailureCause.ERROR
+    ) -> TrialResult:
+        """A broken result measured now, with nothing timed (``cause`` must blame the kernel)."""
+        if not cause.blames_kernel:
+            raise ValueError(f"a trial that {cause.describe()} is inconclusive, not broken: use TrialResult.failed")
+        return cls.failed(kernel, device, cause, reason, seconds)
 
     @property
     def ok(self) -> bool:
         return self.status is TrialStatus.OK
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.status is TrialStatus.INCONCLUSIVE
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether the cache may keep this result: ok, or broken and confirmed by a second child process."""
+        return self.ok or (self.status is TrialStatus.BROKEN and self.confirmed)
+
+    @property
+    def measured_on(self) -> str:
+        """The date the trial ran, ``YYYY-MM-DD`` (UTC)."""
+        return self.measured_at[:10]
 
     def rows_measured(self) -> frozenset[int]:
         """Row counts measured for every shape."""
@@ -147,6 +239,8 @@ class TrialResult:
 
     def describe(self, rows: int, mode: DecodeMode) -> str:
         """``"2.31 ms/token at 1 row (graph); layer times 8.2/16.0/16.1 us"`` or the reason it is broken."""
+        if self.inconclusive:
+            return f"not measured here: {self.reason}"
         if not self.ok:
             return f"broken here: {self.reason}"
         step = self.step_ms(rows, mode)
@@ -163,6 +257,15 @@ class TrialReport:
     device: str
     results: tuple[TrialResult, ...]
     from_cache: tuple[Kernel, ...] = ()
+    checkpoint: str = ""  # the checkpoint directory the trials were for (what the refresh commands name)
+
+    def cache_note(self, kernel: Kernel) -> str:
+        """Where ``kernel``'s verdict came from when the cache gave it, with the commands that measure it again:
+        ``"(cached 2026-12-05 by awq-autoselect tune; refresh with ...)"``; empty when it was measured now."""
+        result = self.result(kernel)
+        if result is None or kernel not in self.from_cache:
+            return ""
+        return cache_note(result, self.checkpoint)
 
     def result(self, kernel: Kernel) -> TrialResult | None:
         """The result for ``kernel``, or ``None`` when it was not tried."""
@@ -170,5 +273,10 @@ class TrialReport:
 
     @property
     def broken(self) -> Mapping[Kernel, str]:
-        """Every kernel measured broken, with the reason."""
-        return {r.kernel: r.reason for r in self.results if not r.ok}
+        """Every kernel measured broken (its own failure), with the reason."""
+        return {r.kernel: r.reason for r in self.results if r.status is TrialStatus.BROKEN}
+
+    @property
+    def inconclusive(self) -> Mapping[Kernel, str]:
+        """Every kernel whose trial could not finish for a reason not its own (timeout, memory, ...), with it."""
+        return {r.kernel: r.reason for r in self.results if r.inconclusive}

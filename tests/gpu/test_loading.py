@@ -7,14 +7,13 @@ fall back, and still produce a model whose probe passes and which generates text
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from awq_autoselect import FallbackWarning, Kernel, load_quantized_auto
+from awq_autoselect import FallbackWarning, Kernel, load_quantized_auto, settings
 from awq_autoselect.environment import Environment, probe_environment
 from awq_autoselect.loading import LoadResult
 from awq_autoselect.selection import select_awq_version
@@ -22,16 +21,15 @@ from tests.helpers import QuantizedFactory
 
 pytestmark = pytest.mark.gpu
 
-REPORT_DIR = os.environ.get("AWQ_AUTOSELECT_REPORT_DIR")
-
 
 def _record(name: str, result: LoadResult, generated: list[int]) -> None:
-    """Keep the report for docs/gpu-runs.md when AWQ_AUTOSELECT_REPORT_DIR is set."""
-    if REPORT_DIR:
+    """Keep the report for docs/gpu-runs.md when AWQ_AUTOSELECT_REPORT_DIR is set (awq_autoselect.settings)."""
+    report_dir = settings.current().report_dir
+    if report_dir is not None:
         data = result.report.to_dict()
         data.pop("selection", None)
         data["generated_ids"] = generated
-        Path(REPORT_DIR, f"load-{name}.json").write_text(json.dumps(data, indent=2))
+        Path(report_dir, f"load-{name}.json").write_text(json.dumps(data, indent=2))
 
 
 def _generate(result: LoadResult) -> list[int]:
