@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from awq_autoselect._awq import fused_modules, hf_model_of
 from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
-from awq_autoselect.devices import resolve_device
+from awq_autoselect.devices import parse_device, resolve_device
 from awq_autoselect.errors import (
     AwqAutoselectError,
     ConversionError,
@@ -42,6 +42,7 @@ from awq_autoselect.errors import (
     KernelFailedError,
     VersionUnavailableError,
 )
+from awq_autoselect.hub import resolve_checkpoint
 from awq_autoselect.trials.records import TrialReport
 from awq_autoselect.trials.runner import run_trials, trials_enabled
 from awq_autoselect.workload import Workload
@@ -218,11 +219,14 @@ def load_quantized_auto(
     trust_remote_code: bool = False,
     trials: bool | None = None,
     fast_decode: str | bool | None = None,
+    revision: str | None = None,
 ) -> LoadResult:
     """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
 
     Args:
-        path: local checkpoint directory (config.json with an AWQ ``quantization_config`` + safetensors).
+        path: local checkpoint directory (config.json with an AWQ ``quantization_config`` + safetensors), or a
+            Hugging Face Hub model ID (``"org/model-AWQ"``), downloaded to (or, offline, found in) the Hugging Face
+            cache: :func:`awq_autoselect.hub.resolve_checkpoint`. A local directory of the same name wins.
         version: ``"auto"``, or a kernel version to try first (``"gemv"``, ``"gemm"``, ``"torch_int4"``, ...).
         device: ``"cuda"``, ``"cuda:1"`` or ``"cpu"``; default: the current CUDA device, else CPU.
         fuse_layers: AutoAWQ's fused layers. ``None``: only where they can work (awq_ext and flash-attn >= 2.6
@@ -251,23 +255,31 @@ def load_quantized_auto(
             eager steps; the default on a CPU), or ``False`` (transformers' own ``generate``). Requests the fast
             path cannot serve (beam search, padding, ...) go to transformers' ``generate`` with a
             ``FallbackWarning``.
+        revision: for a Hub ID, the branch, tag or commit hash to load (default ``main``); an error with a local
+            directory.
 
     Returns:
-        ``LoadResult(model, report)``. A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the
-        kernel used is not the one requested, or when a chosen kernel failed to load or to pass the probe. With
+        ``LoadResult(model, report)``; ``report.hub`` holds the Hub ID, revision and commit the model came from.
+        A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the kernel used is not the one
+        requested, or when a chosen kernel failed to load or to pass the probe. With
         ``version="auto"``, kernels whose trial failed were never chosen: they are listed in ``report.attempts``
         (stage ``"trial"``) and logged, without a warning: measuring them is how auto chooses.
 
     Raises:
-        CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
+        CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint, or the Hub model cannot be had
+            (not found, gated, not cached offline, no safetensors); nothing was loaded.
         UnknownVersionError: ``version`` is not a known kernel name.
+        InvalidArgumentError: ``revision`` with a local directory.
         VersionUnavailableError: ``fallback=False`` and the requested version cannot run here.
         KernelFailedError: every candidate failed to load or to pass the probe (``.attempts`` lists them).
         CudaContextPoisonedError: a CUDA error made the context unusable; probe in a fresh process.
     """
     started = time.perf_counter()
-    info = read_checkpoint(path)
     requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
+    if device is not None:
+        parse_device(device)  # a malformed device fails before a download, not after
+    source = resolve_checkpoint(path, revision=revision)
+    info = read_checkpoint(source)
 
     import torch
 
@@ -412,14 +424,15 @@ def load_quantized_auto(
                 selection=selection,
                 seconds=time.perf_counter() - started,
                 decode=decode,
+                hub=source.hub,
             )
             failed = report.fallbacks
             for attempt in attempts:
                 if attempt.stage == "trial":
-                    logger.info("%s: %s", info.path.name, attempt)
+                    logger.info("%s: %s", source.name, attempt)
             if failed:
                 warnings.warn(
-                    f"awq_autoselect loaded {info.path.name} with {kernel} instead of {failed[0].kernel}: "
+                    f"awq_autoselect loaded {source.name} with {kernel} instead of {failed[0].kernel}: "
                     + "; ".join(str(a) for a in failed),
                     FallbackWarning,
                     stacklevel=2,
@@ -438,17 +451,20 @@ def load_dense_baseline(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    revision: str | None = None,
 ) -> LoadResult:
     """The same model with every quantized layer replaced by a dense ``nn.Linear`` of dequantized weights.
 
-    The fp16 baseline for benchmarks: identical shapes and numerics, no int4 kernel.
+    The fp16 baseline for benchmarks: identical shapes and numerics, no int4 kernel. ``path`` and ``revision`` as
+    for :func:`load_quantized_auto` (a local directory or a Hub ID).
     """
     import torch
 
     from awq_autoselect.kernels.gemm import TorchGEMMLinear, dequantize_gemm  # imports AutoAWQ first
 
     started = time.perf_counter()
-    info = read_checkpoint(path)
+    source = resolve_checkpoint(path, revision=revision)
+    info = read_checkpoint(source)
     dev = resolve_device(device)
     dense_dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     conversions: list[str] = []
@@ -491,5 +507,6 @@ def load_dense_baseline(
         attempts=(),
         probe=None,
         seconds=time.perf_counter() - started,
+        hub=source.hub,
     )
     return LoadResult(model, report)

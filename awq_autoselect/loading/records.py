@@ -11,6 +11,7 @@ from awq_autoselect.catalogue import Kernel, Layout
 if TYPE_CHECKING:
     import torch
 
+    from awq_autoselect.hub import HubOrigin
     from awq_autoselect.selection import Selection
 
 __all__ = ["Attempt", "LayerCheck", "LoadReport", "LoadResult", "ProbeResult", "json_float"]
@@ -114,6 +115,7 @@ class LoadReport:
     selection: Selection | None = field(default=None, compare=False)
     seconds: float = 0.0
     decode: str = "transformers"  # how model.generate decodes: "compile", "graph", "eager" or "transformers"
+    hub: HubOrigin | None = None  # the Hugging Face Hub model ``path`` is the local snapshot of, if any
 
     def __repr__(self) -> str:
         # The full account is str(report) / explain(); a repr stays one short line.
@@ -159,6 +161,7 @@ class LoadReport:
             "selection": self.selection.to_dict() if self.selection else None,
             "seconds": round(self.seconds, 3),
             "decode": self.decode,
+            "hub": None if self.hub is None else self.hub.to_dict(),
         }
 
     def __str__(self) -> str:
@@ -168,6 +171,8 @@ class LoadReport:
             f"loaded:     {self.kernel.value if self.kernel else '-'} on {self.device} ({self.dtype}"
             f"{', fused layers' if self.fused else ''}) in {self.seconds:.1f} s",
         ]
+        if self.hub is not None:
+            lines.insert(1, f"from hub:   {self.hub}")
         lines += [f"conversion: {c}" for c in self.conversions]
         lines.append("attempts:")
         lines += [f"  - {a}" for a in self.attempts]
