@@ -611,7 +611,8 @@ def read_checkpoint(path: PathLike, *, check_model_type: bool = True) -> Checkpo
     if not root.exists():
         raise CheckpointNotFoundError(
             f"checkpoint path {str(root)!r} does not exist: pass the local directory holding config.json and "
-            "the *.safetensors weights (download hub models first, e.g. with huggingface-cli download)"
+            "the *.safetensors weights (a Hub model: pass its ID to load_quantized_auto, which resolves it, or "
+            "download it first: hf download org/model-AWQ --local-dir DIR)"
         )
     if not root.is_dir():
         raise CheckpointError(f"checkpoint path {str(root)!r} is a file: pass the directory that contains it")

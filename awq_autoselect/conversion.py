@@ -17,10 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._writing import staged_directory
+from ._writing import check_directory_destination, staged_directory
 from .catalogue import Layout
 from .checkpoint import LEGACY_QUANT_CONFIG, CheckpointInfo, QuantizedLayer, read_checkpoint
 from .errors import ConversionError, CorruptCheckpointError
+from .hub import resolve_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -126,6 +127,7 @@ def convert_checkpoint(
     *,
     overwrite: bool = False,
     max_shard_bytes: int = _DEFAULT_SHARD_BYTES,
+    revision: str | None = None,
 ) -> Path:
     """Write a copy of the checkpoint at ``src`` with its quantized weights repacked in layout ``to``.
 
@@ -140,18 +142,29 @@ def convert_checkpoint(
     ``overwrite=True`` such a checkpoint is replaced, and only the files it lists are deleted. Nothing that
     awq_autoselect did not write is ever deleted or replaced.
 
+    ``src`` may be a Hugging Face Hub model ID (``"org/model-AWQ"``, at ``revision``; default ``main``): after
+    ``dst`` is checked, it is downloaded to (or, offline, found in) the Hugging Face cache
+    (:func:`awq_autoselect.hub.resolve_checkpoint`). ``revision`` with a local ``src`` is an
+    :class:`~awq_autoselect.errors.InvalidArgumentError`.
+
     Raises:
         OutputPathError: ``dst`` is, contains or lies inside the source; is a file; is a non-empty
             directory awq_autoselect did not write; is one it wrote but ``overwrite`` is false; or holds files
             it did not write.
         ConversionError: the weights cannot be represented in ``to``.
-        and every error of :func:`awq_autoselect.checkpoint.read_checkpoint` for a bad source.
+        and every error of :func:`awq_autoselect.checkpoint.read_checkpoint` and
+        :func:`awq_autoselect.hub.resolve_checkpoint` for a bad source.
     """
     from safetensors.torch import save_file
 
     target = Layout(str(to).lower())
-    info = read_checkpoint(src)
     out = Path(os.fspath(dst)).expanduser()
+    # A destination that cannot be written fails before a download of a Hub source (checked again below).
+    given = Path(os.fspath(src)).expanduser()
+    check_directory_destination(
+        out, sources=[given] if given.exists() else [], overwrite=overwrite, what="convert destination"
+    )
+    info = read_checkpoint(resolve_checkpoint(src, revision=revision))
     with staged_directory(
         out, kind="converted checkpoint", sources=[info.path], overwrite=overwrite, what="convert destination"
     ) as staging:

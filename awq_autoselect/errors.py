@@ -6,7 +6,8 @@ base                           what went wrong                                  
 :class:`InvalidArgumentError`  an argument's value: a version name, a capability, a        ValueError 2
                                device, a count out of range, a missing optional package
 :class:`InputError`            a file or folder: a checkpoint that is missing, not AWQ,    ValueError 3
-                               unsupported or corrupt; an impossible conversion; an
+                               unsupported or corrupt (a Hub model not found, gated or
+                               not cached offline); an impossible conversion; an
                                output path that would destroy data or cannot be written
 :class:`KernelError`           nothing could run: no kernel fits, the one asked for        Runtime-   1
                                cannot run here, or every kernel tried failed               Error
@@ -15,9 +16,9 @@ base                           what went wrong                                  
 =============================  ==========================================================  =========  =========
 
 Each subclass also inherits the builtin a caller would catch anyway (``FileNotFoundError`` for a missing
-checkpoint, ``OSError`` for an unwritable output, ``ImportError`` for a missing optional package). Messages name
-the input, say what was expected and what to do. "No GPU" is not an error: detection returns a result with
-reasons.
+checkpoint, ``PermissionError`` for a gated Hub model, ``OSError`` for an unwritable output, ``ImportError`` for a
+missing optional package). Messages name the input, say what was expected and what to do. "No GPU" is not an
+error: detection returns a result with reasons.
 
 Names of 0.1.0 that became one of the classes below still resolve for one release, with a DeprecationWarning
 (see :data:`DEPRECATED`).
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AwqAutoselectError",
+    "CheckpointAccessError",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CheckpointWarning",
@@ -100,6 +102,11 @@ class CheckpointError(InputError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint path does not exist, or a file the checkpoint needs is missing."""
+
+
+class CheckpointAccessError(CheckpointError, PermissionError):
+    """A Hugging Face Hub model this machine may not download: gated (its conditions not accepted), or the Hub
+    refused the credentials. The message says how to log in (``hf auth login`` or ``HF_TOKEN``)."""
 
 
 class NotAwqCheckpointError(CheckpointError):

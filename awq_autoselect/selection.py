@@ -31,6 +31,7 @@ from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, count_zero_
 from .devices import parse_device
 from .environment import Environment, probe_environment
 from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
+from .hub import resolve_checkpoint
 from .trials.records import DecodeMode, TrialReport
 from .workload import BATCH_THRESHOLD, Workload
 
@@ -219,7 +220,14 @@ class Selection:
 
 def _checkpoint_inputs(
     checkpoint: str | os.PathLike[str] | QuantConfig | Mapping[str, object] | CheckpointInfo | None,
+    revision: str | None,
 ) -> tuple[QuantConfig | None, CheckpointInfo | None]:
+    if revision is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        given = "no checkpoint" if checkpoint is None else f"a {type(checkpoint).__name__}"
+        raise InvalidArgumentError(
+            f"revision={revision!r} was given with {given}: a revision selects a version of a Hugging Face Hub "
+            "model; pass its ID as the checkpoint, or leave revision out"
+        )
     if checkpoint is None:
         return None, None
     if isinstance(checkpoint, CheckpointInfo):
@@ -231,7 +239,7 @@ def _checkpoint_inputs(
         if isinstance(nested, Mapping):
             return QuantConfig.from_dict(nested), None
         return QuantConfig.from_dict(checkpoint), None
-    info = read_checkpoint(checkpoint)
+    info = read_checkpoint(resolve_checkpoint(checkpoint, revision=revision))
     return info.quant, info
 
 
@@ -597,14 +605,17 @@ def select_awq_version(
     new_tokens: int | None = None,
     strict: bool = True,
     measurements: TrialReport | bool | None = None,
+    revision: str | None = None,
 ) -> Selection:
     """Choose the kernel version for a checkpoint on this (or a planned) machine, with every reason.
 
     Args:
         checkpoint: a checkpoint directory (read with :func:`~awq_autoselect.checkpoint.read_checkpoint`,
-            so layer shapes are checked too), a :class:`~awq_autoselect.checkpoint.CheckpointInfo`, a
-            :class:`~awq_autoselect.checkpoint.QuantConfig`, a ``quantization_config`` dict (or a whole
-            ``config.json`` dict), or ``None`` to rank kernels for the machine alone.
+            so layer shapes are checked too), a Hugging Face Hub model ID (``"org/model-AWQ"``, downloaded or found
+            in the cache: :func:`~awq_autoselect.hub.resolve_checkpoint`), a
+            :class:`~awq_autoselect.checkpoint.CheckpointInfo`, a :class:`~awq_autoselect.checkpoint.QuantConfig`,
+            a ``quantization_config`` dict (or a whole ``config.json`` dict), or ``None`` to rank kernels for the
+            machine alone.
         version: ``"auto"``, or a kernel version to validate and put first.
         capability: the compute capability of the GPU, or of every GPU the model is spread over (a kernel
             must run on all of them). Default: detected (:func:`~awq_autoselect.hardware.detect_compute_capability`).
@@ -621,6 +632,7 @@ def select_awq_version(
             trial cache holds for this checkpoint on this machine (never for a planned environment); ``False``:
             rank by the published priorities only. A kernel measured broken is rejected with the trial's reason;
             measured kernels rank before unmeasured ones, by the modeled time of the workload's request.
+        revision: for a Hub ID, the branch, tag or commit hash (default ``main``); an error with anything else.
 
     Returns:
         A :class:`Selection`. With an explicit viable version, ``chain[0]`` is that version and the rest of
@@ -633,9 +645,10 @@ def select_awq_version(
         NoCompatibleKernelError: no kernel at all can run this checkpoint here (``reasons`` has every one's).
         InvalidCapabilityError: ``capability`` cannot be parsed.
         InvalidDeviceSpecError: ``device`` is malformed, or names a GPU index this process does not see.
-        InvalidArgumentError: a workload size is out of range, or an ``AWQ_AUTOSELECT_*`` variable holds a bad value
-            (read when the trial cache is looked up).
-        CheckpointError: (and subclasses) the checkpoint path or config is not a usable AWQ checkpoint.
+        InvalidArgumentError: a workload size is out of range, an ``AWQ_AUTOSELECT_*`` variable holds a bad value
+            (read when the trial cache is looked up), or ``revision`` with a local directory or a config.
+        CheckpointError: (and subclasses) the checkpoint path or config is not a usable AWQ checkpoint, or the Hub
+            model cannot be had (not found, gated, not cached offline, no safetensors).
     """
     requested: Kernel | None = None
     if isinstance(version, Kernel) or str(version).strip().lower() != "auto":
@@ -649,7 +662,7 @@ def select_awq_version(
         new_tokens=work.new_tokens if new_tokens is None else new_tokens,
     )
 
-    quant, info = _checkpoint_inputs(checkpoint)
+    quant, info = _checkpoint_inputs(checkpoint, revision)
     layers = info.layers if info is not None else ()
     env = environment if environment is not None else probe_environment()
 

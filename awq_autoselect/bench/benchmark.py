@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from awq_autoselect import settings as environment_settings
 from awq_autoselect.catalogue import parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, check_fits_context, read_checkpoint
-from awq_autoselect.devices import resolve_device
+from awq_autoselect.devices import parse_device, resolve_device
 from awq_autoselect.errors import InvalidArgumentError
+from awq_autoselect.hub import resolve_checkpoint
 from awq_autoselect.trials.runner import trials_enabled
 from awq_autoselect.workload import Workload
 
@@ -170,6 +171,7 @@ def benchmark_versions(
     loader: Loader = default_loader,
     mode: BenchmarkMode | None = None,
     trials: bool | None = None,
+    revision: str | None = None,
 ) -> BenchmarkReport:
     """Measure single-query latency of AWQ kernel versions on one checkpoint, side by side.
 
@@ -180,7 +182,8 @@ def benchmark_versions(
     ``mode`` and ``notes`` say so). docs/benchmarks.md defines every number.
 
     Args:
-        path: AWQ checkpoint directory.
+        path: AWQ checkpoint directory, or a Hugging Face Hub model ID (downloaded once, before anything is timed;
+            every version loads the local copy).
         versions: kernel versions to compare (``"gemv"``, ``"gemm"``, ``"gemm_triton"``, ``"torch_int4"``,
             ..., or ``"auto"`` for whatever the loader picks).
         prompt_tokens: prompt length of every sequence.
@@ -216,12 +219,13 @@ def benchmark_versions(
             loaded in this process, so the others are still measured; a trial that could not finish (timeout,
             memory) blames nothing and the version is benchmarked. ``None``: on unless ``$AWQ_AUTOSELECT_TRIALS``
             is ``0``.
+        revision: for a Hub ID, the branch, tag or commit hash (default ``main``); an error with a local directory.
 
     Returns:
         The :class:`BenchmarkReport`.
 
     Raises:
-        CheckpointError: (and subclasses) ``path`` is not a usable AWQ checkpoint.
+        CheckpointError: (and subclasses) ``path`` is not a usable AWQ checkpoint, or the Hub model cannot be had.
         UnknownVersionError: a name in ``versions`` is not a kernel version.
         InvalidDeviceSpecError: ``device`` is malformed or names CUDA where there is none.
         InvalidArgumentError: a count or size out of range, a repeated version or batch size,
@@ -234,7 +238,11 @@ def benchmark_versions(
     modes = _decode_modes(decode, cuda_graph)
     if peak_bandwidth_gbps is not None and not peak_bandwidth_gbps > 0:
         raise InvalidArgumentError(f"peak_bandwidth_gbps={peak_bandwidth_gbps!r}: expected a positive number")
-    info = read_checkpoint(path)
+    # Arguments are checked before a download (the names again below, for the device found).
+    _normalise_versions(versions, include_fp16, True)
+    if device is not None:
+        parse_device(device)
+    info = read_checkpoint(resolve_checkpoint(path, revision=revision))
     check_fits_context(info, prompt_tokens, new_tokens)
     dev = BenchDevice(resolve_device(device))
     names = _normalise_versions(versions, include_fp16, dev.is_cuda)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from .exits import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
     from awq_autoselect.catalogue import Kernel
+    from awq_autoselect.hub import CheckpointSource
     from awq_autoselect.selection import Selection
     from awq_autoselect.trials import DecodeMode, TrialReport
     from awq_autoselect.workload import Workload
@@ -112,7 +114,21 @@ def _workload(args: argparse.Namespace, decode: str | None = None, batch_size: i
     )
 
 
-def _select_from_args(args: argparse.Namespace) -> object:
+def _source(path: str | None, revision: str | None, flag: str) -> CheckpointSource | None:
+    """The checkpoint a command was given (a Hub ID resolved once, here), or None without one."""
+    from awq_autoselect.errors import InvalidArgumentError
+    from awq_autoselect.hub import resolve_checkpoint
+
+    if path is None:
+        if revision is not None:
+            raise InvalidArgumentError(
+                f"--revision {revision} was given without {flag}: it selects a version of a Hugging Face Hub model"
+            )
+        return None
+    return resolve_checkpoint(path, revision=revision)
+
+
+def _select_from_args(args: argparse.Namespace) -> tuple[object, CheckpointSource | None]:
     from awq_autoselect.checkpoint import QuantConfig
     from awq_autoselect.environment import Environment
     from awq_autoselect.selection import select_awq_version
@@ -129,9 +145,10 @@ def _select_from_args(args: argparse.Namespace) -> object:
     if capability and device is None:
         device = "cuda"
     workload = _workload(args, args.decode)
+    source = _source(args.checkpoint, args.revision, "--checkpoint")
     # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
-    checkpoint: str | QuantConfig = args.checkpoint if args.checkpoint is not None else QuantConfig()
-    return select_awq_version(
+    checkpoint: CheckpointSource | QuantConfig = source if source is not None else QuantConfig()
+    selection = select_awq_version(
         checkpoint,
         version=args.version,
         capability=capability,
@@ -139,16 +156,19 @@ def _select_from_args(args: argparse.Namespace) -> object:
         environment=environment,
         workload=workload,
     )
+    return selection, source
 
 
 def cmd_select(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.selection import Selection
 
-    selection = _select_from_args(args)
+    selection, source = _select_from_args(args)
     assert isinstance(selection, Selection)
     if args.json:
-        _emit_json(selection.to_dict(), out)
+        _emit_json({**selection.to_dict(), "checkpoint": None if source is None else source.to_dict()}, out)
     else:
+        if source is not None and source.hub is not None:
+            out.write(f"checkpoint: {source.describe()}\n")
         if args.capability and args.kernels is None:
             out.write("planning with every kernel module assumed installed (say which with --kernels)\n")
         if args.checkpoint is None:
@@ -166,13 +186,16 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.hardware import detect_compute_capability
     from awq_autoselect.selection import select_awq_version
 
+    checkpoint = _source(args.checkpoint, args.revision, "--checkpoint")
     detection = detect_compute_capability(refresh=True)
     env = probe_environment(refresh=True)
-    checkpoint = args.checkpoint
     if args.demo is not None and checkpoint is None:
+        from awq_autoselect.hub import resolve_checkpoint
         from awq_autoselect.testing import make_synthetic_checkpoint
 
-        checkpoint = str(make_synthetic_checkpoint(args.demo, shape="tiny", version="gemv", overwrite=True))
+        checkpoint = resolve_checkpoint(
+            make_synthetic_checkpoint(args.demo, shape="tiny", version="gemv", overwrite=True)
+        )
     from awq_autoselect.checkpoint import QuantConfig
 
     selection = select_awq_version(checkpoint if checkpoint is not None else QuantConfig(), environment=env)
@@ -180,6 +203,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         "schema": "awq-autoselect.report/1",
         "detection": detection.to_dict(),
         "environment": env.to_dict(),
+        "checkpoint": None if checkpoint is None else checkpoint.to_dict(),
         "selection": selection.to_dict(),
     }
     text = [
@@ -188,7 +212,9 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         "== kernel modules ==",
         _format_environment(env),
         "== selection ==",
-        selection.explain().rstrip("\n") + "\n",
+        ("" if checkpoint is None else f"checkpoint: {checkpoint.describe()}\n")
+        + selection.explain().rstrip("\n")
+        + "\n",
     ]
     if checkpoint is not None and args.demo is not None:
         from awq_autoselect.loading import load_quantized_auto
@@ -217,12 +243,14 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.checkpoint import check_fits_context, read_checkpoint
+    from awq_autoselect.hub import resolve_checkpoint
     from awq_autoselect.loading import load_quantized_auto
 
+    source = resolve_checkpoint(args.path, revision=args.revision)
     tokenizer: object = None
     if args.generate is not None:  # before a minute of loading: the tokenizer, and a request the model can hold
-        info = read_checkpoint(args.path)
-        tokenizer = _tokenizer(args.path)
+        info = read_checkpoint(source)
+        tokenizer = _tokenizer(source)
         prompt = _token_count(tokenizer, args.generate)
         check_fits_context(
             info, prompt, args.max_new_tokens, prompt_name="the --generate prompt", new_name="--max-new-tokens"
@@ -232,7 +260,7 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
         warnings.simplefilter("always", CheckpointWarning)
         warnings.simplefilter("always", TrialCacheWarning)
         result = load_quantized_auto(
-            args.path,
+            source,
             version=args.version,
             device=args.device,
             probe=not args.no_probe,
@@ -261,7 +289,7 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
 
 
-def _tokenizer(path: str) -> object:
+def _tokenizer(path: str | os.PathLike[str]) -> object:
     """The checkpoint's tokenizer, or a CheckpointError naming what is missing."""
     from transformers import AutoTokenizer
 
@@ -302,7 +330,7 @@ def _generate(model: object, tokenizer: object, prompt: str, max_new_tokens: int
 def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.conversion import convert_checkpoint
 
-    result = convert_checkpoint(args.src, args.dst, args.to, overwrite=args.overwrite)
+    result = convert_checkpoint(args.src, args.dst, args.to, overwrite=args.overwrite, revision=args.revision)
     out.write(f"wrote {result} ({args.to} layout)\n")
     return EXIT_OK
 
@@ -381,6 +409,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     batch_sizes: tuple[int, ...] = args.batch_size
     report = benchmark_versions(
         args.path,
+        revision=args.revision,
         versions=args.versions,
         prompt_tokens=args.prompt_tokens,
         new_tokens=args.new_tokens,
@@ -499,10 +528,12 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
 
     from awq_autoselect.checkpoint import read_checkpoint
     from awq_autoselect.devices import resolve_device
+    from awq_autoselect.hub import resolve_checkpoint
     from awq_autoselect.selection import select_awq_version
     from awq_autoselect.trials import DecodeMode, run_trials
 
-    info = read_checkpoint(args.path)
+    source = resolve_checkpoint(args.path, revision=args.revision)
+    info = read_checkpoint(source)
     dev = resolve_device(args.device)
     decode = args.decode or ("graph" if dev.type == "cuda" else "eager")
     works = [_workload(args, decode, batch) for batch in (args.batch_size or (1,))]
@@ -535,6 +566,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
             {
                 "schema": "awq-autoselect.tune/1",
                 "path": str(info.path),
+                "hub": None if source.hub is None else source.hub.to_dict(),
                 "device": str(dev),
                 "workload": works[0].to_dict(),
                 "results": [to_json(r) for r in report.results],
@@ -549,7 +581,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     else:
         mode = DecodeMode(decode) if dev.type == "cuda" else DecodeMode.EAGER
         out.write(
-            f"trials on {dev} for {info.path} ({len(info.layers)} quantized layers, shapes "
+            f"trials on {dev} for {source.describe()} ({len(info.layers)} quantized layers, shapes "
             + ", ".join(f"{k}x{n}" for k, n in info.shapes())
             + ")\n"
         )

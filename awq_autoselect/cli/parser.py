@@ -128,6 +128,21 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _revision(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a revision (a branch, tag or commit hash of a Hub model)")
+    return text
+
+
+def _add_revision_arg(parser: argparse.ArgumentParser, what: str = "PATH") -> None:
+    parser.add_argument(
+        "--revision",
+        type=_revision,
+        default=None,
+        help=f"when {what} is a Hugging Face Hub ID: the branch, tag or commit to load (default main)",
+    )
+
+
 def _add_workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_at_least(1, "sequences"), default=None, help="sequences (default 1)")
     parser.add_argument(
@@ -163,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_catalogue)
 
     p = sub.add_parser("select", help="choose a kernel version (for this machine, or plan for another)")
-    p.add_argument("--checkpoint", metavar="PATH", help="AWQ checkpoint directory (reads config + headers only)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="AWQ checkpoint directory (reads config + headers only) or Hugging Face Hub ID (org/name)",
+    )
+    _add_revision_arg(p, "--checkpoint")
     p.add_argument(
         "--capability",
         action="append",
@@ -188,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("report", help="detection + kernel modules + selection (the main job)")
-    p.add_argument("--checkpoint", metavar="PATH")
+    p.add_argument("--checkpoint", metavar="PATH", help="AWQ checkpoint directory or Hugging Face Hub ID (org/name)")
+    _add_revision_arg(p, "--checkpoint")
     p.add_argument(
         "--demo",
         metavar="DIR",
@@ -198,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("load", help="load a checkpoint with a working kernel, probe it, print the report")
-    p.add_argument("path")
+    p.add_argument("path", help="AWQ checkpoint directory or Hugging Face Hub ID (org/name)")
+    _add_revision_arg(p)
     p.add_argument("--version", type=_version, default="auto")
     p.add_argument("--device", type=_device, default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--no-probe", action="store_true", help="skip the numeric probe (not recommended)")
@@ -212,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("convert", help="write a copy of a checkpoint in another packed layout")
-    p.add_argument("src")
+    p.add_argument("src", help="AWQ checkpoint directory or Hugging Face Hub ID (org/name)")
     p.add_argument("dst")
+    _add_revision_arg(p, "SRC")
     p.add_argument("--to", required=True, choices=["gemm", "gemv", "gemv_fast", "marlin"])
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
@@ -221,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "tune", help="run every viable kernel on the checkpoint's shapes in child processes; cache the timings"
     )
-    p.add_argument("path")
+    p.add_argument("path", help="AWQ checkpoint directory or Hugging Face Hub ID (org/name)")
+    _add_revision_arg(p)
     p.add_argument("--device", type=_device, default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--decode", choices=["graph", "eager"], default=None, help="rank for this decode mode")
     p.add_argument(
@@ -246,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("bench", help="single-query latency of each version, side by side")
-    p.add_argument("path")
+    p.add_argument("path", help="AWQ checkpoint directory or Hugging Face Hub ID (org/name)")
+    _add_revision_arg(p)
     p.add_argument("--versions", type=_versions, default=("gemv", "gemm"), help="comma-separated (default gemv,gemm)")
     p.add_argument("--prompt-tokens", type=_at_least(1, "tokens"), default=128)
     p.add_argument(

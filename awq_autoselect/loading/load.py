@@ -34,7 +34,7 @@ from awq_autoselect import settings
 from awq_autoselect._awq import fused_modules, hf_model_of
 from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
-from awq_autoselect.devices import resolve_device
+from awq_autoselect.devices import parse_device, resolve_device
 from awq_autoselect.errors import (
     AwqAutoselectError,
     ConversionError,
@@ -44,6 +44,7 @@ from awq_autoselect.errors import (
     KernelFailedError,
     VersionUnavailableError,
 )
+from awq_autoselect.hub import resolve_checkpoint
 from awq_autoselect.trials.records import TrialReport
 from awq_autoselect.trials.runner import progress_enabled, run_trials, trials_enabled
 from awq_autoselect.workload import Workload
@@ -252,12 +253,14 @@ def load_quantized_auto(
     trials: bool | None = None,
     fast_decode: str | bool | None = None,
     progress: bool | None = None,
+    revision: str | None = None,
 ) -> LoadResult:
     """Load an AWQ checkpoint with the best kernel that works here, proven by a forward with a numeric check.
 
     Args:
-        path: local checkpoint directory (config.json with an AWQ ``quantization_config``, or the legacy
-            ``quant_config.json``, + safetensors).
+        path: local checkpoint directory (config.json with an AWQ ``quantization_config`` + safetensors), or a
+            Hugging Face Hub model ID (``"org/model-AWQ"``), downloaded to (or, offline, found in) the Hugging Face
+            cache: :func:`awq_autoselect.hub.resolve_checkpoint`. A local directory of the same name wins.
         version: ``"auto"``, or a kernel version to try first (``"gemv"``, ``"gemm"``, ``"torch_int4"``, ...).
         device: ``"cuda"``, ``"cuda:1"`` or ``"cpu"``; default: the current CUDA device, else CPU.
         fuse_layers: AutoAWQ's fused layers. ``None``: only where they can work (awq_ext and flash-attn >= 2.6
@@ -295,10 +298,15 @@ def load_quantized_auto(
             ``None``: on a terminal or in a notebook, unless ``$AWQ_AUTOSELECT_PROGRESS`` is ``0``
             (:func:`awq_autoselect.trials.progress_enabled`).
 
+        revision: for a Hub ID, the branch, tag or commit hash to load (default ``main``); an error with a local
+            directory.
+
+
     Returns:
-        ``LoadResult(model, report)``. The model's ``generation_config`` is the checkpoint's, as transformers'
-        ``from_pretrained`` builds it (generation_config.json, else config.json; ``report.generation_config_source``
-        says which): its end-of-sequence ids, ``do_sample``, ``max_new_tokens`` etc. are ``generate``'s defaults.
+        ``LoadResult(model, report)``; ``report.hub`` holds the Hub ID, revision and commit the model came from.
+        The model's ``generation_config`` is the checkpoint's, as transformers' ``from_pretrained`` builds it
+        (generation_config.json, else config.json; ``report.generation_config_source`` says which): its
+        end-of-sequence ids, ``do_sample``, ``max_new_tokens`` etc. are ``generate``'s defaults.
         A :class:`~awq_autoselect.errors.FallbackWarning` is emitted when the kernel used is not the one requested,
         or when a chosen kernel failed to load or to pass the probe. With
         ``version="auto"``, kernels whose trial failed were never chosen: they are listed in ``report.attempts``
@@ -314,8 +322,9 @@ def load_quantized_auto(
             and before any trial): an empty ``path``, ``dtype``/``torch_dtype`` not a floating-point torch.dtype
             or the two disagreeing, ``probe_tolerance`` NaN or negative, ``max_seq_len`` below 1, an unknown
             ``fast_decode``, ``progress`` or ``$AWQ_AUTOSELECT_PROGRESS``, a ``device`` this torch cannot use
-            (:class:`~awq_autoselect.errors.InvalidDeviceSpecError`).
-        CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint; nothing was loaded.
+            (:class:`~awq_autoselect.errors.InvalidDeviceSpecError`), ``revision`` with a local directory.
+        CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint, or the Hub model cannot be had
+            (not found, gated, not cached offline, no safetensors); nothing was loaded.
         InvalidArgumentError: an ``AWQ_AUTOSELECT_*`` variable holds a bad value, or ``workload`` cannot fit (its
             tokens beyond the model's context, its KV cache beyond the device's memory); nothing was run.
         UnknownVersionError: ``version`` is not a known kernel name.
@@ -330,7 +339,10 @@ def load_quantized_auto(
     check_arguments(probe_tolerance=probe_tolerance, max_seq_len=max_seq_len, fast_decode=fast_decode)
     show_progress = progress_enabled(progress)
     requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
-    info = read_checkpoint(path)
+    if device is not None:
+        parse_device(device)  # a malformed device fails before a download, not after
+    source = resolve_checkpoint(path, revision=revision)
+    info = read_checkpoint(source)
     generation = checkpoint_generation_config(info)  # a bad generation_config.json fails before any trial
 
     import torch
@@ -518,14 +530,15 @@ def load_quantized_auto(
                     probe=spent["probe"],
                 ),
                 first_compile=first_compile,
+                hub=source.hub,
             )
             failed = report.fallbacks
             for attempt in attempts:
                 if attempt.stage == "trial":
-                    logger.info("%s: %s", info.path.name, attempt)
+                    logger.info("%s: %s", source.name, attempt)
             if failed:
                 warnings.warn(
-                    f"awq_autoselect loaded {info.path.name} with {kernel} instead of {failed[0].kernel}: "
+                    f"awq_autoselect loaded {source.name} with {kernel} instead of {failed[0].kernel}: "
                     + "; ".join(str(a) for a in failed),
                     FallbackWarning,
                     stacklevel=2,
@@ -544,17 +557,20 @@ def load_dense_baseline(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    revision: str | None = None,
 ) -> LoadResult:
     """The same model with every quantized layer replaced by a dense ``nn.Linear`` of dequantized weights.
 
     The fp16 baseline for benchmarks: identical shapes and numerics, no int4 kernel, the same generation config.
+    ``path`` and ``revision`` as for :func:`load_quantized_auto` (a local directory or a Hub ID).
     """
     import torch
 
     from awq_autoselect.kernels.gemm import TorchGEMMLinear, dequantize_gemm  # imports AutoAWQ first
 
     started = time.perf_counter()
-    info = read_checkpoint(path)
+    source = resolve_checkpoint(path, revision=revision)
+    info = read_checkpoint(source)
     generation = checkpoint_generation_config(info)
     dev = resolve_device(device)
     dense_dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
@@ -600,5 +616,6 @@ def load_dense_baseline(
         probe=None,
         seconds=time.perf_counter() - started,
         generation_config_source=generation.source,
+        hub=source.hub,
     )
     return LoadResult(model, report)

@@ -11,6 +11,7 @@ from awq_autoselect.catalogue import Kernel, Layout
 if TYPE_CHECKING:
     import torch
 
+    from awq_autoselect.hub import HubOrigin
     from awq_autoselect.selection import Selection
 
 __all__ = [
@@ -186,6 +187,7 @@ class LoadReport:
     generation_config_source: str = "config.json"
     stages: StageTimes | None = None  # None for a report built by hand
     first_compile: FirstCompile = field(default_factory=FirstCompile, compare=False, repr=False)
+    hub: HubOrigin | None = None  # the Hugging Face Hub model ``path`` is the local snapshot of, if any
 
     def __repr__(self) -> str:
         # The full account is str(report) / explain(); a repr stays one short line.
@@ -239,6 +241,7 @@ class LoadReport:
             "generation_config_source": self.generation_config_source,
             "stages": None if self.stages is None else self.stages.to_dict(),
             "first_compile_seconds": self.first_compile.seconds,
+            "hub": None if self.hub is None else self.hub.to_dict(),
         }
 
     def __str__(self) -> str:
@@ -248,6 +251,8 @@ class LoadReport:
             f"loaded:     {self.kernel.value if self.kernel else '-'} on {self.device} ({self.dtype}"
             f"{', fused layers' if self.fused else ''}) in {self.seconds:.1f} s",
         ]
+        if self.hub is not None:
+            lines.insert(1, f"from hub:   {self.hub}")
         lines += [f"conversion: {c}" for c in self.conversions]
         lines.append("attempts:")
         lines += [f"  - {a}" for a in self.attempts]
