@@ -318,14 +318,17 @@ def edit_config(path: Path, **changes: object) -> None:
 
 
 class CollectingStreamer:
-    """A transformers-style streamer that keeps what it is handed: the prompt first, then every token."""
+    """A transformers-style streamer that keeps what it is handed: the prompt first, then every token (values
+    flattened, and the shape each came in)."""
 
     def __init__(self) -> None:
         self.values: list[list[int]] = []
+        self.shapes: list[tuple[int, ...]] = []
         self.ended = False
 
     def put(self, value: torch.Tensor) -> None:
         self.values.append(value.flatten().tolist())
+        self.shapes.append(tuple(value.shape))
 
     def end(self) -> None:
         self.ended = True

@@ -57,6 +57,54 @@ def test_decode_logits_equal_a_full_forward(model: torch.nn.Module) -> None:
         torch.testing.assert_close(logits, full[:, 5 + offset], rtol=1e-4, atol=1e-4)
 
 
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """transformers' positions for a padded batch: each row counts its own tokens (0 at pad tokens)."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def test_a_left_padded_batch_decodes_like_a_full_forward(model: torch.nn.Module) -> None:
+    """Rows of 6, 4 and 2 tokens, left-padded: the prefill and every step read per-row positions and a cache mask
+    that hides the pad slots, so each step's logits are the full sequence's forward with its mask."""
+    ids = torch.tensor([[1, 17, 42, 99, 150, 301], [0, 0, 3, 200, 11, 5], [0, 0, 0, 0, 77, 9]])
+    mask = (ids != 0).long()
+    following = torch.tensor([[7, 8, 9, 10], [11, 12, 13, 14], [15, 16, 17, 18]])
+    decoder = StaticDecoder(model, batch_size=3, max_cache_len=16)
+    steps = [decoder.prefill(ids, mask)]
+    steps += [decoder.decode_step(following[:, i : i + 1]) for i in range(4)]
+    full = torch.cat([ids, following], dim=1)
+    full_mask = torch.cat([mask, torch.ones_like(following)], dim=1)
+    with torch.no_grad():
+        reference = model(full, attention_mask=full_mask, position_ids=_positions(full_mask)).logits
+    for offset, logits in enumerate(steps):
+        torch.testing.assert_close(logits, reference[:, ids.shape[1] - 1 + offset], rtol=1e-4, atol=1e-4)
+    # The padding is invisible: a padded row decodes as that row alone.
+    alone = StaticDecoder(model, max_cache_len=16)
+    row = [alone.prefill(ids[2:, 4:])] + [alone.decode_step(following[2:, i : i + 1]) for i in range(4)]
+    for padded, single in zip(steps, row, strict=True):
+        torch.testing.assert_close(padded[2:], single, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_decoding_of_a_padded_batch_equals_generate(model: torch.nn.Module) -> None:
+    ids = torch.tensor([[1, 17, 42, 99, 150, 301], [0, 0, 0, 200, 11, 5]])
+    mask = (ids != 0).long()
+    decoder = StaticDecoder(model, batch_size=2, max_cache_len=24)
+    tokens = [decoder.prefill(ids, mask).argmax(-1, keepdim=True)]
+    for _ in range(11):
+        tokens.append(decoder.decode_step(tokens[-1]).argmax(-1, keepdim=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = model.generate(  # type: ignore[operator]
+            ids, attention_mask=mask, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    assert torch.equal(torch.cat([ids, *tokens], dim=1), expected)
+    # The same decoder, unpadded again: the mask of the last prompt is gone.
+    plain = PROMPTS["batch"][:2]
+    tokens = [decoder.prefill(plain).argmax(-1, keepdim=True)]
+    for _ in range(7):
+        tokens.append(decoder.decode_step(tokens[-1]).argmax(-1, keepdim=True))
+    assert torch.equal(torch.cat([plain, *tokens], dim=1), hf_greedy(model, plain, 8))
+
+
 def test_prefill_resets_the_cache(model: torch.nn.Module) -> None:
     decoder = StaticDecoder(model, max_cache_len=12)
     ids = torch.tensor([[4, 8, 15, 16]])
@@ -131,6 +179,18 @@ def test_generate_zero_tokens_returns_the_prompt(model: torch.nn.Module) -> None
         (lambda m: StaticDecoder(m, max_cache_len=4).prefill(torch.tensor([[1, 2, 3, 4, 5]])), "max_cache_len is 4"),
         (lambda m: StaticDecoder(m, batch_size=2, max_cache_len=8).prefill(torch.tensor([[1, 2]])), r"\[2, T\]"),
         (lambda m: StaticDecoder(m, max_cache_len=8).prefill(torch.tensor([1, 2])), r"\[1, T\]"),
+        (
+            lambda m: StaticDecoder(m, batch_size=2, max_cache_len=8).prefill(
+                torch.ones(2, 3, dtype=torch.long), torch.ones(2, 2)
+            ),
+            r"attention_mask \[2, 3\] like input_ids, got \[2, 2\]",
+        ),
+        (
+            lambda m: StaticDecoder(m, max_cache_len=8).prefill(
+                torch.ones(1, 3, dtype=torch.long), None, torch.ones(3)
+            ),
+            r"position_ids \[1, 3\] or \[1, 3\], got \[3\]",
+        ),
         (lambda m: generate_with_cuda_graph(m, torch.tensor([[1, 2]]), -1), "max_new_tokens must be an int >= 0"),
         (lambda m: generate_with_cuda_graph(m, torch.tensor([1, 2]), 3), r"must be \[batch, tokens\]"),
         (lambda m: generate_with_cuda_graph(m, torch.tensor([[1, 2]]), 5, max_cache_len=4), "needs 6"),

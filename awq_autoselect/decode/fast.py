@@ -2,28 +2,43 @@
 installs on the models it returns.
 
 :class:`FastGenerate` replaces the ``generate`` of one model object (an instance attribute; the class and every
-other model are untouched). For the requests it can serve it prefills once and decodes every further token
-against a static KV cache, the step replayed from a captured CUDA graph and, on CUDA, compiled by
-``torch.compile`` first (:class:`~.static.StaticDecoder`); greedy tokens equal transformers' eager greedy
-decoding. It serves: ``input_ids`` of any batch size without padding (an ``attention_mask`` of ones is fine),
-greedy or sampled decoding (``temperature``, ``top_k``, ``top_p``), ``max_new_tokens`` / ``max_length``,
-``min_new_tokens``, end-of-sequence tokens with ``pad_token_id``, and streamers. The static cache is sized per
-request in steps (256, 512, 1024, ... tokens), so longer requests get a larger cache (and, compiled, one more
-compilation). Anything else (beam search, padding, logits processors, repetition penalties, scores in the
-output, ...) goes to transformers' own ``generate``, eagerly, with a :class:`~awq_autoselect.errors.FallbackWarning`
-that names the reason, once per reason.
+other model are untouched). A request it can serve still goes through transformers' ``generate``, which prepares
+it as it always does (the generation config merged with the call's options, special tokens, the attention mask
+and positions, ``num_return_sequences`` copies, ``max_length``, the logits processors and stopping criteria, the
+prompt handed to a streamer); only the decoding loop is ours, handed over as a ``custom_generate`` callable
+(transformers 4.56 and later). The loop prefills once and decodes every further token against a static KV cache
+(:class:`~.static.StaticDecoder`): on CUDA the step is replayed from a captured CUDA graph and, by default, compiled
+by ``torch.compile`` first. Around the step it does what transformers' sampling loop does, in the same order and
+with the same objects: transformers' own processors on the float32 logits, ``argmax`` or ``torch.multinomial`` on
+the softmax, pad tokens after a row's end, transformers' own stopping criteria, a streamer fed the tokens as
+``[batch]`` tensors. So greedy and seeded sampled tokens equal transformers' own (tested in float32; in bf16 up
+to the first near-tie of two logits, docs/fast-decode.md).
 
-``FastGenerate.original`` is transformers' ``generate`` of the model; :func:`uninstall` puts it back.
+Served: greedy and sampled decoding of any batch, padded or not (an ``attention_mask``, or the one transformers
+infers from pad tokens), ``num_return_sequences``, every logits processor transformers builds from the
+generation config (``repetition_penalty``, ``min_p``, ``top_k``/``top_p``/``typical_p``, ``no_repeat_ngram_size``,
+``bad_words_ids``, ...), ``logits_processor=`` / ``stopping_criteria=`` / ``prefix_allowed_tokens_fn=``,
+``stop_strings`` with ``tokenizer=``, ``max_time``, ``return_dict_in_generate`` with ``sequences`` only, streamers.
+The rest (beam search and its variants, contrastive search, DoLa, assisted decoding, scores, logits, attentions or
+hidden states in the output, classifier-free guidance, token healing, ``inputs_embeds``, a cache or other model
+inputs passed in) goes to transformers' own ``generate``, eagerly, with a
+:class:`~awq_autoselect.errors.FallbackWarning` that names the reason, once per reason.
+
+The static cache is sized per request in steps (256, 512, 1024, ... tokens), so longer requests get a larger cache
+(and, compiled, one more compilation). ``FastGenerate.original`` is transformers' ``generate`` of the model;
+:func:`uninstall` puts it back.
 """
 
 from __future__ import annotations
 
-import copy
+import inspect
 import logging
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from awq_autoselect._packages import dist_version, satisfies
+from awq_autoselect._quiet import silenced
 from awq_autoselect.errors import FallbackWarning, InvalidArgumentError
 
 from .static import StaticDecoder
@@ -39,75 +54,49 @@ logger = logging.getLogger(__name__)
 DECODE_MODES = ("compile", "graph", "eager")
 
 _BUCKET = 256  # smallest static cache; sizes double from here
-# transformers' own defaults for what a config leaves unset (transformers 5 keeps them unset until generate)
-_DEFAULTS: Mapping[str, object] = {
-    "max_length": 20,
-    "min_length": 0,
-    "do_sample": False,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-}
 _KEPT_DECODERS = 2
+# transformers hands generate()'s decoding loop to a callable (``custom_generate=``) from this release on.
+_LOOP_API = ">=4.56"
+_SERVED_MODES = frozenset({"greedy_search", "sample"})
 
-# Generation options that change what is generated, with the values under which they change nothing. A request
-# with any other value goes to transformers' generate (named in the warning).
-_NEUTRAL: Mapping[str, tuple[object, ...]] = {
+# Generation options the loop does not serve, with the values under which they change nothing; a request with any
+# other value goes to transformers' generate (named in the warning). Processors and stopping criteria are not
+# listed: the loop runs whatever transformers builds from the config.
+_UNSERVED_OPTIONS: Mapping[str, tuple[object, ...]] = {
     "num_beams": (None, 1),
     "num_beam_groups": (None, 1),
-    "num_return_sequences": (None, 1),
+    "diversity_penalty": (None, 0.0),
+    "constraints": (None,),
+    "force_words_ids": (None,),
     "penalty_alpha": (None,),
     "dola_layers": (None,),
-    "repetition_penalty": (None, 1.0),
-    "encoder_repetition_penalty": (None, 1.0),
-    "no_repeat_ngram_size": (None, 0),
-    "encoder_no_repeat_ngram_size": (None, 0),
-    "typical_p": (None, 1.0),
-    "epsilon_cutoff": (None, 0.0),
-    "eta_cutoff": (None, 0.0),
-    "min_p": (None,),
-    "top_h": (None,),
-    "diversity_penalty": (None, 0.0),
-    "guidance_scale": (None, 1.0),
-    "bad_words_ids": (None,),
-    "force_words_ids": (None,),
-    "constraints": (None,),
-    "sequence_bias": (None,),
-    "suppress_tokens": (None,),
-    "begin_suppress_tokens": (None,),
-    "forced_bos_token_id": (None,),
-    "forced_eos_token_id": (None,),
-    "exponential_decay_length_penalty": (None,),
-    "renormalize_logits": (None, False),
-    "remove_invalid_values": (None, False),
-    "watermarking_config": (None,),
-    "stop_strings": (None,),
-    "max_time": (None,),
-    "token_healing": (None, False),
     "prompt_lookup_num_tokens": (None,),
-    "output_attentions": (None, False),
-    "output_hidden_states": (None, False),
+    "assistant_early_exit": (None,),
+    "use_mtp": (None, False),
+    "guidance_scale": (None, 1.0),
+    "token_healing": (None, False),
     "output_scores": (None, False),
     "output_logits": (None, False),
-    "return_dict_in_generate": (None, False),
+    "output_attentions": (None, False),
+    "output_hidden_states": (None, False),
     "cache_implementation": (None, "static", "dynamic"),
 }
-_UNSERVED_KWARGS = frozenset(
-    {
-        "logits_processor",
-        "stopping_criteria",
-        "prefix_allowed_tokens_fn",
-        "synced_gpus",
-        "assistant_model",
-        "negative_prompt_ids",
-        "negative_prompt_attention_mask",
-        "inputs_embeds",
-        "past_key_values",
-        "cache",
-        "position_ids",
-        "custom_generate",
-        "tokenizer",
-    }
+# generate() arguments (and model inputs) the loop does not serve when given (None counts as not given).
+_UNSERVED_KWARGS: Mapping[str, tuple[object, ...]] = {
+    "assistant_model": (None,),
+    "assistant_tokenizer": (None,),
+    "synced_gpus": (None, False),
+    "negative_prompt_ids": (None,),
+    "negative_prompt_attention_mask": (None,),
+    "custom_generate": (None,),
+    "inputs_embeds": (None,),
+    "past_key_values": (None,),
+    "cache": (None,),
+    "position_ids": (None,),
+}
+# generate() arguments that are neither generation options nor model inputs: kept out of the config check.
+_CALL_KWARGS = frozenset(
+    {"streamer", "tokenizer", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "trust_remote_code"}
 )
 
 
@@ -118,56 +107,40 @@ def _bucket(length: int) -> int:
     return size
 
 
-def _eos_ids(value: object) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    import torch
+def _loop_unsupported(generate: Callable[..., Any]) -> str | None:
+    """Why this transformers cannot run our decoding loop inside its ``generate``; ``None`` when it can."""
+    version = dist_version("transformers")
+    try:
+        takes_callable = "custom_generate" in inspect.signature(generate).parameters
+    except (TypeError, ValueError):
+        takes_callable = False
+    if takes_callable and satisfies(version, _LOOP_API):
+        return None
+    return (
+        f"transformers {version}, which cannot hand generate()'s decoding loop to a callable (custom_generate "
+        f"needs transformers {_LOOP_API[2:]} or later; upgrade it for the fast path)"
+    )
 
-    if isinstance(value, torch.Tensor):
-        return [int(v) for v in value.flatten().tolist()]
-    return []
 
+class _Plan(NamedTuple):
+    """How one call is served: ``reason`` is why not (``None``: the loop serves it, prepared as ``config``)."""
 
-class _Request:
-    """What one call asks for, when the fast path can serve it."""
-
-    def __init__(self, input_ids: torch.Tensor, config: Any, streamer: object) -> None:
-        # ``config`` has every field of _DEFAULTS set (FastGenerate._unserved fills the missing ones).
-        self.input_ids = input_ids
-        self.streamer = streamer
-        prompt = int(input_ids.shape[1])
-        if config.max_new_tokens is not None:
-            self.new_tokens = int(config.max_new_tokens)
-        else:
-            self.new_tokens = max(int(config.max_length) - prompt, 0)
-        if config.min_new_tokens is not None:
-            self.min_new = int(config.min_new_tokens)
-        else:
-            self.min_new = max(int(config.min_length) - prompt, 0)
-        self.sample = bool(config.do_sample)
-        self.temperature = float(config.temperature)
-        self.top_k = int(config.top_k)
-        self.top_p = float(config.top_p)
-        self.eos = _eos_ids(config.eos_token_id)
-        pad = config.pad_token_id
-        self.pad = int(pad) if pad is not None else (self.eos[0] if self.eos else 0)
+    reason: str | None
+    config: Any = None
 
 
 class FastGenerate:
-    """A model's ``generate``, served by a static-cache, CUDA-graph (and compiled) decoder where it can be.
+    """A model's ``generate``, its decoding loop run on a static-cache, CUDA-graph (and compiled) decoder where it
+    can be.
 
     Args:
         model: a transformers causal LM (``PreTrainedModel``).
         mode: ``"compile"``, ``"graph"`` or ``"eager"`` (:data:`DECODE_MODES`); ``"compile"`` and ``"graph"`` need
-            CUDA and otherwise run the static cache eagerly.
+            CUDA and otherwise run the static cache eagerly (``"compile"`` still compiles the step).
         on_compiled: called once, with the seconds the first call spent compiling or capturing its decode step.
 
     Raises:
-        InvalidArgumentError: an unknown ``mode``.
+        InvalidArgumentError: an unknown ``mode``, or a model without ``generate``.
     """
 
     def __init__(
@@ -181,6 +154,7 @@ class FastGenerate:
         if generate is None:
             raise InvalidArgumentError(f"{type(model).__name__} has no generate(): pass a transformers causal LM")
         self.original: Callable[..., Any] = generate.__get__(model)
+        self._unsupported = _loop_unsupported(self.original)
         self._decoders: dict[tuple[int, int], StaticDecoder] = {}
         self._warned: set[str] = set()
         self._on_compiled = on_compiled
@@ -189,14 +163,19 @@ class FastGenerate:
 
     # --- the request ----------------------------------------------------------------------------------------
 
-    def _unserved(self, args: tuple[object, ...], kwargs: dict[str, Any]) -> tuple[str | None, _Request | None]:
-        """(why the fast path cannot serve this call, None) or (None, the request)."""
+    def _plan(self, args: tuple[object, ...], kwargs: dict[str, Any]) -> _Plan:
+        """Whether the loop can serve this call, judged on the generation config transformers will use."""
         import torch
 
+        if self._unsupported is not None:
+            return _Plan(self._unsupported)
         if len(args) > 1:
-            return "positional arguments after the inputs", None
-        inputs = args[0] if args else kwargs.pop("inputs", None)
-        ids = kwargs.pop("input_ids", None)
+            return _Plan("positional arguments after the inputs")
+        rest = dict(kwargs)
+        inputs = args[0] if args else rest.pop("inputs", None)
+        ids = rest.pop("input_ids", None)
+        if inputs is not None and ids is not None:
+            return _Plan("both inputs and input_ids")
         ids = inputs if ids is None else ids
         if isinstance(ids, torch.Tensor) and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
             raise InvalidArgumentError(
@@ -204,32 +183,50 @@ class FastGenerate:
                 "input_ids (torch.long), or ids.long() if these hold token ids"
             )
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[1] == 0:
-            return "input_ids that are not a [batch, tokens] tensor", None
-        given = kwargs.pop("generation_config", None)
-        base = given if given is not None else getattr(self.model, "generation_config", None)
-        if base is None:
-            return "a model without a generation_config", None
-        config = copy.deepcopy(base)
-        streamer = kwargs.pop("streamer", None)
-        mask = kwargs.pop("attention_mask", None)
-        for name in sorted(set(kwargs) & _UNSERVED_KWARGS):
-            return f"{name}=", None
-        unused = config.update(**kwargs)
+            return _Plan("input_ids that are not a [batch, tokens] tensor")
+        mask = rest.pop("attention_mask", None)
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):
+            return _Plan("an attention_mask that is not a tensor of input_ids' shape")
+        for name, neutral in _UNSERVED_KWARGS.items():
+            if name in rest and rest.pop(name) not in neutral:
+                return _Plan(f"{name}=")
+        given = rest.pop("generation_config", None)
+        for name in _CALL_KWARGS:
+            rest.pop(name, None)
+        try:
+            # The very preparation generate() makes; its warnings come again from the call itself.
+            with silenced("transformers"):
+                config, model_kwargs = self.model._prepare_generation_config(given, **rest)  # type: ignore[operator]
+        except Exception as exc:  # transformers' own check of the options: its generate raises it again
+            return _Plan(f"options transformers refuses ({type(exc).__name__}: {str(exc).strip()[:200]})")
+        unused = sorted(set(model_kwargs) - {"output_attentions", "output_hidden_states"})
         if unused:
-            return f"model arguments {', '.join(sorted(unused))}", None
-        for name, value in _DEFAULTS.items():
-            if getattr(config, name, None) is None:
-                setattr(config, name, value)
-        for name, neutral in _NEUTRAL.items():
+            return _Plan(f"model arguments {', '.join(unused)}")
+        for name, neutral in _UNSERVED_OPTIONS.items():
             value = getattr(config, name, None)
             if value not in neutral:
-                return f"{name}={value!r}", None
-        if mask is not None and not bool(torch.as_tensor(mask).all()):
-            return "an attention_mask with padding (prompts of different lengths)", None
-        request = _Request(ids, config, streamer)
-        if request.sample and request.temperature <= 0:
-            return f"temperature={request.temperature} with do_sample=True", None
-        return None, request
+                return _Plan(f"{name}={value!r}")
+        mode = config.get_generation_mode()
+        mode = str(getattr(mode, "value", mode))
+        if mode not in _SERVED_MODES:
+            return _Plan(f"generation mode {mode}")
+        if config.stop_strings is not None and kwargs.get("tokenizer") is None:
+            return _Plan("stop_strings without tokenizer=")  # transformers' generate says what to pass
+        return _Plan(None, config)
+
+    def _fast_kwargs(self, kwargs: dict[str, Any], config: Any) -> dict[str, Any]:
+        """The keyword arguments that run this call's decoding loop here, through transformers' generate."""
+        call = dict(kwargs)
+        call["custom_generate"] = _Loop(self, kwargs.get("streamer"))
+        if config.stop_strings is not None:
+            # transformers 5 drops tokenizer= when the loop is a callable, before it builds the stop-string
+            # criterion: the criterion is built here, as transformers builds it, and handed over as a custom one.
+            from transformers import StoppingCriteriaList, StopStringCriteria
+
+            stop = StopStringCriteria(tokenizer=kwargs["tokenizer"], stop_strings=config.stop_strings)
+            call["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), stop])
+            call["stop_strings"] = None  # an option given last wins over any config's
+        return call
 
     # --- the decoder ----------------------------------------------------------------------------------------
 
@@ -252,98 +249,129 @@ class FastGenerate:
     # --- the call -------------------------------------------------------------------------------------------
 
     def __call__(self, *args: object, **kwargs: Any) -> Any:
-        why, request = self._unserved(args, dict(kwargs))
-        if why is not None or request is None:
-            self.last_path = f"transformers: {why}"
-            if why not in self._warned:
-                self._warned.add(str(why))
-                warnings.warn(
-                    f"generate() with {why}: decoding with transformers' own generate, eagerly (the fast path serves "
-                    "greedy and sampled decoding of unpadded prompts)",
-                    FallbackWarning,
-                    stacklevel=2,
-                )
-            return self.original(*args, **kwargs)
-        self.last_path = "fast"
-        return self._generate(request)
+        plan = self._plan(args, kwargs)
+        if plan.reason is None:
+            self.last_path = "fast"
+            return self.original(*args, **self._fast_kwargs(kwargs, plan.config))
+        self.last_path = f"transformers: {plan.reason}"
+        if plan.reason not in self._warned:
+            self._warned.add(plan.reason)
+            warnings.warn(
+                f"generate() with {plan.reason}: decoding with transformers' own generate, eagerly (the fast path "
+                "serves greedy and sampled decoding; docs/fast-decode.md lists what it serves)",
+                FallbackWarning,
+                stacklevel=2,
+            )
+        return self.original(*args, **kwargs)
 
-    def _next(self, logits: torch.Tensor, step: int, request: _Request, eos: torch.Tensor | None) -> torch.Tensor:
-        """The next token per sequence, as transformers' processors and sampling would choose it (``eos``: the
-        request's end-of-sequence ids, on the device)."""
+    def _decode(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        processors: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        criteria: Any,
+        config: Any,
+        streamer: object,
+        model_kwargs: Mapping[str, object],
+    ) -> object:
+        """transformers' sampling loop with the model's forward replaced by the static decoder's prefill and steps.
+
+        ``input_ids`` and the rest are what transformers' ``generate`` prepared (the prompt already went to the
+        streamer). Tokens, processors and criteria stay on ``input_ids``' device, as transformers keeps them.
+        """
         import torch
 
-        suppress = step < request.min_new and eos is not None
-        if not request.sample and not suppress:
-            return logits.argmax(dim=-1, keepdim=True)  # the same index as in float32: the cast is exact
-        scores = logits.float()
-        if suppress and eos is not None:
-            scores.index_fill_(1, eos, -float("inf"))
-        if not request.sample:
-            return scores.argmax(dim=-1, keepdim=True)
-        if request.temperature != 1.0:
-            scores = scores / request.temperature
-        if request.top_k > 0:
-            k = min(request.top_k, scores.shape[-1])
-            kth = torch.topk(scores, k, dim=-1).values[..., -1, None]
-            scores = scores.masked_fill(scores < kth, -float("inf"))
-        if request.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=False, dim=-1)
-            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-            remove = cumulative <= 1 - request.top_p
-            remove[..., -1:] = False  # keep at least one token
-            scores = scores.masked_fill(remove.scatter(-1, order, remove), -float("inf"))
-        return torch.multinomial(scores.softmax(dim=-1), num_samples=1)
-
-    def _generate(self, request: _Request) -> torch.Tensor:
-        import torch
-
-        ids = request.input_ids
-        batch, prompt = (int(d) for d in ids.shape)
-        streamer = request.streamer
+        batch, prompt = (int(d) for d in input_ids.shape)
+        steps = max(int(config.max_length) - prompt, 1)  # transformers' loop makes its first step whatever the length
+        decoder = self._decoder(batch, prompt + steps)
+        mask, positions = model_kwargs.get("attention_mask"), model_kwargs.get("position_ids")
+        pad = getattr(config, "_pad_token_tensor", None)
+        # transformers pads a finished row only when an end-of-sequence criterion can finish it
+        pads = pad is not None and any(hasattr(c, "eos_token_id") for c in criteria)
         put = getattr(streamer, "put", None)
-        if callable(put):
-            put(ids.cpu())
-        if request.new_tokens == 0:
-            if streamer is not None:
-                getattr(streamer, "end")()  # noqa: B009 - a transformers streamer
-            return ids
-        decoder = self._decoder(batch, prompt + request.new_tokens)
-        out = torch.empty((batch, request.new_tokens), dtype=torch.long, device=decoder.device)
-        unfinished = torch.ones((batch, 1), dtype=torch.bool, device=decoder.device)
-        eos = torch.tensor(request.eos, device=decoder.device) if request.eos else None
-        host = _HostCopy(batch, decoder.device, tokens=callable(put), alive=eos is not None)
-        produced = request.new_tokens
-        # Inference mode always: a static cache made under it (AutoAWQ's generate enters it) stays usable.
+        ids = input_ids
+        host = _HostCopy(batch, ids.device, tokens=callable(put))
+        unfinished = torch.ones(batch, dtype=torch.long, device=ids.device)
+        # The decoder runs under inference mode always (a static cache allocated under it, as under AutoAWQ's
+        # generate, stays usable); what the caller and the processors see are ordinary tensors, as transformers'.
         with torch.inference_mode():
-            logits = decoder.prefill(ids)
-            for step in range(request.new_tokens):
-                token = self._next(logits, step, request, eos)
-                if eos is not None:
-                    token = token.masked_fill(~unfinished, request.pad)
-                    unfinished = unfinished & ~torch.isin(token, eos)
-                out[:, step : step + 1] = token
-                host.send(token, unfinished)
-                more = step + 1 < request.new_tokens
-                if more and host.ahead:  # queue the next step before waiting for this one's token on the host
+            logits = decoder.prefill(
+                ids,
+                mask if isinstance(mask, torch.Tensor) else None,
+                positions if isinstance(positions, torch.Tensor) else None,
+            )
+        for step in range(steps):
+            scores = processors(ids, logits.to(device=ids.device, dtype=torch.float32, copy=True))
+            if config.do_sample:
+                token = torch.multinomial(torch.nn.functional.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+            else:
+                token = torch.argmax(scores, dim=-1)
+            if pads and pad is not None:
+                token = token * unfinished + pad * (1 - unfinished)
+            ids = torch.cat([ids, token[:, None]], dim=-1)
+            unfinished = unfinished & ~criteria(ids, None)
+            host.send(token, unfinished)
+            more = step + 1 < steps
+            if more and host.ahead:  # queue the next step before waiting for this one's token on the host
+                with torch.inference_mode():
                     logits = decoder.decode_step(token)
-                tokens, alive = host.receive()
-                if callable(put) and tokens is not None:
-                    put(tokens.clone())
-                if not alive:  # every sequence has ended (a step queued ahead is dropped)
-                    produced = step + 1
-                    break
-                if more and not host.ahead:
+            tokens, alive = host.receive()
+            if callable(put) and tokens is not None:
+                put(tokens.clone())
+            if not alive:  # every row has finished (a step queued ahead is dropped)
+                break
+            if more and not host.ahead:
+                with torch.inference_mode():
                     logits = decoder.decode_step(token)
         if streamer is not None:
             getattr(streamer, "end")()  # noqa: B009 - a transformers streamer
         if self._on_compiled is not None and decoder.setup_seconds is not None:
             self._on_compiled(decoder.setup_seconds)
             self._on_compiled = None
-        return torch.cat([ids.to(decoder.device), out[:, :produced]], dim=1)
+        if config.return_dict_in_generate:
+            from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+            # Scores and the rest were not asked for (else transformers decodes); the static cache is the
+            # decoder's, reused by the next call, so none is handed out.
+            return GenerateDecoderOnlyOutput(sequences=cast("torch.LongTensor", ids))
+        return ids
+
+
+class _Loop:
+    """The decoding loop of one ``generate(...)`` call, as transformers calls a ``custom_generate`` callable.
+
+    The streamer is the call's own: transformers 5 does not pass it on to a callable loop (it still hands it the
+    prompt itself).
+    """
+
+    def __init__(self, fast: FastGenerate, streamer: object) -> None:
+        self._fast = fast
+        self._streamer = streamer
+
+    def __call__(
+        self,
+        model: object,
+        input_ids: torch.Tensor,
+        *,
+        logits_processor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        stopping_criteria: Any,
+        generation_config: Any,
+        synced_gpus: bool = False,
+        streamer: object = None,
+        **model_kwargs: object,
+    ) -> object:
+        return self._fast._decode(
+            input_ids,
+            processors=logits_processor,
+            criteria=stopping_criteria,
+            config=generation_config,
+            streamer=self._streamer,
+            model_kwargs=model_kwargs,
+        )
 
 
 class _HostCopy:
-    """What the host needs of each decode step (its tokens for a streamer, whether any sequence is unfinished),
+    """What the host needs of each decode step (its tokens for a streamer, whether any row is unfinished),
     copied without stopping the device.
 
     On CUDA the copies go to pinned memory behind the step's kernels and an event marks them, so the caller can
@@ -351,20 +379,19 @@ class _HostCopy:
     between steps while Python looks at a token. Elsewhere the copies are plain and nothing runs ahead.
     """
 
-    def __init__(self, batch: int, device: torch.device, *, tokens: bool, alive: bool) -> None:
+    def __init__(self, batch: int, device: torch.device, *, tokens: bool) -> None:
         import torch
 
         self.ahead = device.type == "cuda"
-        self._tokens = torch.empty((batch, 1), dtype=torch.long, pin_memory=self.ahead) if tokens else None
-        self._alive = torch.ones(1, dtype=torch.bool, pin_memory=self.ahead) if alive else None
+        self._tokens = torch.empty(batch, dtype=torch.long, pin_memory=self.ahead) if tokens else None
+        self._alive = torch.ones(1, dtype=torch.bool, pin_memory=self.ahead)
         self._event = torch.cuda.Event() if self.ahead else None  # type: ignore[no-untyped-call]
 
     def send(self, token: torch.Tensor, unfinished: torch.Tensor) -> None:
-        """Queue the copies of this step's ``token`` and ``unfinished.any()``."""
+        """Queue the copies of this step's ``token`` (``[batch]``) and ``unfinished.any()``."""
         if self._tokens is not None:
             self._tokens.copy_(token, non_blocking=self.ahead)
-        if self._alive is not None:
-            self._alive.copy_(unfinished.any().reshape(1), non_blocking=self.ahead)
+        self._alive.copy_(unfinished.any().reshape(1), non_blocking=self.ahead)
         if self._event is not None:
             self._event.record()
 
@@ -374,13 +401,19 @@ class _HostCopy:
         The tokens tensor is reused by the next send."""
         if self._event is not None:
             self._event.synchronize()
-        return self._tokens, self._alive is None or bool(self._alive[0])
+        return self._tokens, bool(self._alive[0])
 
 
 def install(
     model: torch.nn.Module, mode: str = "compile", *, on_compiled: Callable[[float], None] | None = None
 ) -> FastGenerate:
-    """Give ``model`` (a transformers causal LM) a :class:`FastGenerate` as its ``generate``; returns it."""
+    """Give ``model`` (a transformers causal LM) a :class:`FastGenerate` as its ``generate``; returns it.
+
+    ``on_compiled`` is called once, with the seconds the first call spent compiling or capturing its decode step.
+
+    Raises:
+        InvalidArgumentError: an unknown ``mode``, or a model without ``generate``.
+    """
     fast = FastGenerate(model, mode=mode, on_compiled=on_compiled)
     model.__dict__["generate"] = fast  # an instance attribute: this object only
     logger.info("fast decode (%s) installed on %s", mode, type(model).__name__)

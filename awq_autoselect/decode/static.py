@@ -80,8 +80,11 @@ class StaticDecoder:
     processes); if it fails, the step is captured uncompiled and a ``FallbackWarning`` says why. The compiled step
     computes what the eager one does, rounding like it (inductor's ``emulate_precision_casts``).
 
-    Batches are of equal-length prompts (no padding). Greedy or not is the caller's choice: this class returns
-    logits.
+    Prompts of different lengths come left-padded with an ``attention_mask`` (what a tokenizer with
+    ``padding_side="left"`` gives): each row's positions count its own tokens only, as transformers counts them
+    (the mask's cumulative sum), and the decode step reads a mask over the whole static cache that hides the pad
+    slots. Both live in tensors the captured step reads, so one graph serves padded and unpadded batches. Greedy or
+    not is the caller's choice: this class returns logits.
 
     Args:
         model: a transformers causal LM, or AutoAWQ's ``BaseAWQForCausalLM`` (not loaded with
@@ -132,6 +135,7 @@ class StaticDecoder:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._pass_cache_position = "cache_position" in params
+        self._pass_attention_mask = "attention_mask" in params
         self._pass_logits_to_keep = "logits_to_keep" in params
         self._cache, cache_problem = self._make_cache()
         self._past: object = None  # the model's own cache, when no static cache could be built
@@ -161,6 +165,11 @@ class StaticDecoder:
         self._ids = torch.zeros((batch_size, 1), dtype=torch.long, device=self.device)
         self._positions = torch.zeros((batch_size, 1), dtype=torch.long, device=self.device)
         self._cache_position = torch.zeros(1, dtype=torch.long, device=self.device)
+        # Which cache slots each row may attend to (0: a pad slot of its prompt); slots past the prompt are 1, and
+        # the causal mask keeps every step from the ones not yet written.
+        self._mask = torch.ones((batch_size, max_cache_len), dtype=torch.long, device=self.device)
+        # Per row: position minus cache slot (negative for a left-padded row), fixed from the prefill on.
+        self._offsets = torch.zeros((batch_size, 1), dtype=torch.long, device=self.device)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_logits: torch.Tensor | None = None
         self.compiled = bool(compile)
@@ -234,9 +243,12 @@ class StaticDecoder:
         input_ids: torch.Tensor,
         positions: torch.Tensor,
         cache_position: torch.Tensor,
+        mask: torch.Tensor | None,
         forward: Callable[..., object] | None = None,
     ) -> torch.Tensor:
         kwargs: dict[str, object] = {"input_ids": input_ids, "position_ids": positions, "use_cache": True}
+        if mask is not None and self._pass_attention_mask:
+            kwargs["attention_mask"] = mask
         if self._cache is not None:
             kwargs[self._cache_kwarg] = self._cache
         elif self._past is not None:
@@ -253,13 +265,28 @@ class StaticDecoder:
         return logits[:, -1, :]
 
     def _step(self) -> torch.Tensor:
-        return self._run(self._ids, self._positions, self._cache_position, self._forward())
+        # A dynamic cache (no static one could be built) sizes its mask by what it holds.
+        mask = self._mask if self._cache is not None else self._mask[:, : self._length + 1]
+        return self._run(self._ids, self._positions, self._cache_position, mask, self._forward())
 
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def prefill(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Reset the cache, run the prompt, and return the last position's logits ``[batch_size, vocab]``.
 
+        Args:
+            input_ids: ``[batch_size, T]`` prompt ids.
+            attention_mask: ``[batch_size, T]``, 0 at pad tokens (left padding); ``None``: no padding.
+            position_ids: ``[batch_size, T]`` or ``[1, T]``; by default what transformers' ``generate`` gives: the
+                mask's cumulative sum minus one (0 at pad tokens), or ``0 .. T-1`` without a mask. Each row's next
+                positions continue from its last one.
+
         Raises:
-            InvalidArgumentError: ``input_ids`` is not ``[batch_size, T]`` with ``1 <= T <= max_cache_len``.
+            InvalidArgumentError: ``input_ids`` is not ``[batch_size, T]`` with ``1 <= T <= max_cache_len``, or
+                ``attention_mask`` / ``position_ids`` do not match it.
         """
         import torch
 
@@ -273,15 +300,40 @@ class StaticDecoder:
                 f"the prompt has {length} tokens but max_cache_len is {self.max_cache_len}; build the decoder with "
                 "a larger max_cache_len"
             )
+        if attention_mask is not None and tuple(attention_mask.shape) != (self.batch_size, length):
+            raise InvalidArgumentError(
+                f"prefill expects attention_mask [{self.batch_size}, {length}] like input_ids, got "
+                f"{list(attention_mask.shape)}"
+            )
+        if position_ids is not None and (
+            position_ids.dim() != 2
+            or position_ids.shape[0] not in (1, self.batch_size)
+            or position_ids.shape[1] != length
+        ):
+            raise InvalidArgumentError(
+                f"prefill expects position_ids [{self.batch_size}, {length}] or [1, {length}], got "
+                f"{list(position_ids.shape)}"
+            )
         if self._cache is not None:
             reset = getattr(self._cache, "reset", None)
             if callable(reset):
                 reset()
         self._past = None
         ids = input_ids.to(self.device, torch.long)
-        positions = torch.arange(length, device=self.device)
+        mask = None if attention_mask is None else attention_mask.to(self.device, torch.long)
+        if position_ids is not None:
+            positions = position_ids.to(self.device, torch.long).expand(self.batch_size, -1)
+        elif mask is not None:
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # transformers' positions for a padded batch
+        else:
+            positions = torch.arange(length, device=self.device).unsqueeze(0).expand(self.batch_size, -1)
+        cache_position = torch.arange(length, device=self.device)
         with torch.no_grad():
-            logits = self._run(ids, positions.unsqueeze(0).expand(self.batch_size, -1), positions)
+            self._mask.fill_(1)
+            if mask is not None:
+                self._mask[:, :length].copy_(mask)
+            self._offsets.copy_(positions[:, -1:] + 1 - length)
+            logits = self._run(ids, positions, cache_position, mask)
         self._length = length
         self._prefilled = True
         return logits
@@ -308,7 +360,7 @@ class StaticDecoder:
                 f"the cache is full ({self.max_cache_len} tokens); build the decoder with a larger max_cache_len"
             )
         self._ids.copy_(token_ids.reshape(self.batch_size, 1))
-        self._positions.fill_(self._length)
+        torch.add(self._offsets, self._length, out=self._positions)
         self._cache_position.fill_(self._length)
         setup = (self.graph_enabled and self._graph is None) or (self.compiled and self._compiled_forward is None)
         started = time.perf_counter()

@@ -292,7 +292,7 @@ def load_quantized_auto(
             call compiles, tens of seconds for a 7B model), ``"graph"`` (the same without compiling; the default
             for AutoAWQ's compiled extensions, which torch.compile cannot trace), ``"eager"`` (a static cache,
             eager steps; the default on a CPU), or ``False`` (transformers' own ``generate``). Requests the fast
-            path cannot serve (beam search, padding, ...) go to transformers' ``generate`` with a
+            path cannot serve (beam search, scores in the output, ...) go to transformers' ``generate`` with a
             ``FallbackWarning``.
         progress: draw a progress bar on stderr while trials run (the first load of a checkpoint on a machine).
             ``None``: on a terminal or in a notebook, unless ``$AWQ_AUTOSELECT_PROGRESS`` is ``0``
