@@ -20,7 +20,7 @@ from .checkpoint import CheckpointInfo
 from .errors import InvalidArgumentError
 from .workload import Workload
 
-__all__ = ["available_memory", "check_workload", "context_tokens", "kv_cache_bytes"]
+__all__ = ["available_memory", "check_workload", "kv_cache_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +39,6 @@ def _int(config: Mapping[str, object], *names: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
-
-
-def context_tokens(info: CheckpointInfo) -> int | None:
-    """Tokens one sequence may hold: ``max_position_embeddings`` (times a RoPE scaling factor), or ``None``."""
-    config = _text_config(info.config)
-    tokens = _int(config, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-    if tokens is None:
-        return None
-    scaling = config.get("rope_scaling")
-    factor = scaling.get("factor") if isinstance(scaling, Mapping) else None
-    if isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 1:
-        tokens = int(tokens * factor)
-    return tokens
 
 
 def kv_cache_bytes(info: CheckpointInfo, batch_size: int, tokens: int) -> int | None:
@@ -116,7 +103,7 @@ def check_workload(info: CheckpointInfo, work: Workload, device: str) -> None:
         InvalidArgumentError: the workload cannot fit; the message names the numbers and what to change.
     """
     tokens = work.prompt_tokens + work.new_tokens
-    context = context_tokens(info)
+    context = info.context_length  # the one rule (checkpoint.context_length): RoPE scalings included
     if context is not None and tokens > context:
         raise InvalidArgumentError(
             f"workload prompt_tokens + new_tokens = {work.prompt_tokens} + {work.new_tokens} = {tokens} tokens per "

@@ -289,7 +289,7 @@ class CheckpointInfo:
 
 # Keys that hold a model's context length, in the order config.json files use them (Llama and most others; GPT-2
 # style; MPT; Qwen 1).
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length", "seq_length")
 # RoPE scalings that stretch the positions the model was trained on by their factor (transformers' rope types).
 _STRETCHING_ROPE = frozenset({"linear", "dynamic", "yarn"})
 

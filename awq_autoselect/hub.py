@@ -217,6 +217,11 @@ def resolve_checkpoint(path: str | os.PathLike[str], *, revision: str | None = N
             )
         return path
     text = os.fspath(path)
+    if not text.strip():
+        raise InvalidArgumentError(
+            f"checkpoint path {text!r} is empty: pass the directory holding config.json and the *.safetensors "
+            "weights ('.' for the current directory), or a Hub model ID such as 'org/model-AWQ'"
+        )
     local = Path(text).expanduser()
     if local.exists() or not isinstance(path, str) or not is_hub_id(text):
         if revision is not None and local.exists():

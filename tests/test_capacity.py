@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from awq_autoselect.capacity import available_memory, check_workload, context_tokens, kv_cache_bytes
+from awq_autoselect.capacity import available_memory, check_workload, kv_cache_bytes
 from awq_autoselect.catalogue import Kernel
 from awq_autoselect.checkpoint import read_checkpoint
 from awq_autoselect.cli import EXIT_OK, EXIT_USAGE
@@ -36,7 +36,7 @@ def _count_trials(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
 
 def test_the_tiny_model_s_context_and_kv_cache(checkpoint: Path) -> None:
     info = read_checkpoint(checkpoint)
-    assert context_tokens(info) == TINY_LLAMA["max_position_embeddings"]
+    assert info.context_length == TINY_LLAMA["max_position_embeddings"]
     per_token = 2 * TINY_LLAMA["num_key_value_heads"] * (TINY_LLAMA["hidden_size"] // TINY_LLAMA["num_attention_heads"])
     assert kv_cache_bytes(info, 3, 100) == TINY_LLAMA["num_hidden_layers"] * per_token * 2 * 3 * 100
     memory = available_memory("cpu")

@@ -359,6 +359,8 @@ def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
                     "activation_dtypes": dict(spec.activation_dtypes),
                     "failure_stage": spec.failure_stage.value,
                     "silent_failure": spec.silent_failure,
+                    "experimental": spec.experimental,
+                    "traceable": spec.traceable,
                     "caveats": list(spec.caveats),
                     "sources": list(spec.sources),
                 }
@@ -370,7 +372,9 @@ def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
         cc = f">= {spec.min_capability}" if spec.min_capability else "-"
         out.write(
             f"{spec.kernel.value:<12} {spec.layout.value:<10} {spec.extension or 'torch':<28} "
-            f"{'/'.join(sorted(spec.devices)):<18} cc {cc:<7} groups {groups:<18} {spec.summary}\n"
+            f"{'/'.join(sorted(spec.devices)):<18} cc {cc:<7} groups {groups:<18} {spec.summary}"
+            + (f" [experimental: not chosen by auto; {spec.experimental}]" if spec.experimental else "")
+            + "\n"
         )
     return EXIT_OK
 
@@ -601,11 +605,12 @@ def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
 
     cache = TrialCache()
     signature = None
-    if args.path is not None:
+    source = _source(args.path, args.revision, "PATH")
+    if source is not None:
         from awq_autoselect.checkpoint import read_checkpoint
         from awq_autoselect.trials.runner import signature_of
 
-        signature = signature_of(read_checkpoint(args.path))
+        signature = signature_of(read_checkpoint(source))
     if args.action == "clear":
         removed = cache.clear(signature)
         which = "" if signature is None else f" for {args.path} (every checkpoint of its quantization and shapes)"

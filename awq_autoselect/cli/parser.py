@@ -265,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache", help="list or clear the cached trial results (a verdict to measure again)")
     p.add_argument("action", choices=["list", "clear"])
-    p.add_argument("path", nargs="?", default=None, help="only the entries for this checkpoint's signature")
+    p.add_argument(
+        "path", nargs="?", default=None, help="only the entries for this checkpoint's signature (a directory or Hub ID)"
+    )
+    _add_revision_arg(p)
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(func=cmd_cache)
 

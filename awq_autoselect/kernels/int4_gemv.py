@@ -463,8 +463,17 @@ def gemv(
             f"gemv: inputs [{m}, {k}] do not fit weights {list(qweight.shape)} / {list(scale_zero.shape)} with "
             f"group size {group_size}"
         )
+    if qweight.device != x.device or scale_zero.device != x.device:
+        raise InvalidArgumentError(
+            f"gemv: inputs on {x.device}, weights on {qweight.device} and {scale_zero.device}: move them to one device"
+        )
     if out is None:
         out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    elif tuple(out.shape) != (m, n) or out.dtype != x.dtype or out.device != x.device or not out.is_contiguous():
+        raise InvalidArgumentError(
+            f"gemv: out must be a contiguous {x.dtype} tensor [{m}, {n}] on {x.device}, got {out.dtype}"
+            f"{list(out.shape)} on {out.device}"
+        )
     kernel = _kernels()[0]
     grid = (m, triton.cdiv(blocks, cfg.blocks), 1)
     kernel[grid](
@@ -500,13 +509,14 @@ def dequantize_triton(
     """
     if qweight.dim() != 3 or scale_zero.dim() != 3:
         raise InvalidArgumentError(f"expected gemv-layout tensors, got {list(qweight.shape)}, {list(scale_zero.shape)}")
+    dequantize = _kernels()[1]
     blocks, words_per_row, interleave = (int(d) for d in qweight.shape)
     k = words_per_row * 8
     groups = k // group_size
     out = torch.empty((blocks * interleave, k), dtype=dtype, device=qweight.device)
     per_program = 4
     grid = (blocks, triton.cdiv(groups, per_program), 1)
-    _kernels()[1][grid](
+    dequantize[grid](
         qweight,
         scale_zero,
         out,

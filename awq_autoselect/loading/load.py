@@ -295,12 +295,10 @@ def load_quantized_auto(
             path cannot serve (beam search, scores in the output, ...) go to transformers' ``generate`` with a
             ``FallbackWarning``.
         progress: draw a progress bar on stderr while trials run (the first load of a checkpoint on a machine).
-            ``None``: on a terminal or in a notebook, unless ``$AWQ_AUTOSELECT_PROGRESS`` is ``0``
-            (:func:`awq_autoselect.trials.progress_enabled`).
-
+            ``None``: ``$AWQ_AUTOSELECT_PROGRESS`` decides (``1`` always, ``0`` never), unset: on a terminal or in
+            a notebook (:func:`awq_autoselect.trials.progress_enabled`).
         revision: for a Hub ID, the branch, tag or commit hash to load (default ``main``); an error with a local
             directory.
-
 
     Returns:
         ``LoadResult(model, report)``; ``report.hub`` holds the Hub ID, revision and commit the model came from.
@@ -319,14 +317,14 @@ def load_quantized_auto(
 
     Raises:
         InvalidArgumentError: an argument's value cannot be used (checked before the checkpoint's weights are read
-            and before any trial): an empty ``path``, ``dtype``/``torch_dtype`` not a floating-point torch.dtype
-            or the two disagreeing, ``probe_tolerance`` NaN or negative, ``max_seq_len`` below 1, an unknown
+            or downloaded, and before any trial): an empty ``path``, ``dtype``/``torch_dtype`` not a floating-point
+            torch.dtype or the two disagreeing, ``probe_tolerance`` NaN or negative, ``max_seq_len`` below 1, an unknown
             ``fast_decode``, ``progress`` or ``$AWQ_AUTOSELECT_PROGRESS``, a ``device`` this torch cannot use
-            (:class:`~awq_autoselect.errors.InvalidDeviceSpecError`), ``revision`` with a local directory.
+            (:class:`~awq_autoselect.errors.InvalidDeviceSpecError`), ``revision`` with a local directory, an
+            ``AWQ_AUTOSELECT_*`` variable with a bad value, or a ``workload`` that cannot fit (its tokens beyond the
+            model's context, its KV cache beyond the device's memory; checked before any trial).
         CheckpointError: (and subclasses) the path is not a usable AWQ checkpoint, or the Hub model cannot be had
             (not found, gated, not cached offline, no safetensors); nothing was loaded.
-        InvalidArgumentError: an ``AWQ_AUTOSELECT_*`` variable holds a bad value, or ``workload`` cannot fit (its
-            tokens beyond the model's context, its KV cache beyond the device's memory); nothing was run.
         UnknownVersionError: ``version`` is not a known kernel name.
         NoCompatibleKernelError: no kernel can run this checkpoint here (``reasons`` has each one's; a trial
             verdict read from the cache says so, with its date and the commands that measure it again).
@@ -340,18 +338,19 @@ def load_quantized_auto(
     show_progress = progress_enabled(progress)
     requested = "auto" if str(version).lower() == "auto" else parse_kernel(version).value
     if device is not None:
-        parse_device(device)  # a malformed device fails before a download, not after
-    source = resolve_checkpoint(path, revision=revision)
-    info = read_checkpoint(source)
-    generation = checkpoint_generation_config(info)  # a bad generation_config.json fails before any trial
+        parse_device(device)  # a malformed device fails before torch is imported
 
     import torch
 
     from awq_autoselect.environment import probe_environment
     from awq_autoselect.selection import checkpoint_rejections, select_awq_version
 
+    # Before a download or a read of the weights: a bad dtype or a device torch cannot use fails at once.
     asked_dtype = float_dtype(dtype, torch_dtype)
     dev = resolve_device(device)
+    source = resolve_checkpoint(path, revision=revision)
+    info = read_checkpoint(source)
+    generation = checkpoint_generation_config(info)  # a bad generation_config.json fails before any trial
     spent = dict.fromkeys(("trials", "load", "probe"), 0.0)
     converted: list[float] = []  # seconds of each conversion, inside the build's time
     env = environment if environment is not None else probe_environment()
@@ -569,10 +568,10 @@ def load_dense_baseline(
     from awq_autoselect.kernels.gemm import TorchGEMMLinear, dequantize_gemm  # imports AutoAWQ first
 
     started = time.perf_counter()
+    dev = resolve_device(device)  # before a download
     source = resolve_checkpoint(path, revision=revision)
     info = read_checkpoint(source)
     generation = checkpoint_generation_config(info)
-    dev = resolve_device(device)
     dense_dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     conversions: list[str] = []
     model = build_model(
