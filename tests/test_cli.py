@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from awq_autoselect.catalogue import Kernel
 from awq_autoselect.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from awq_autoselect.environment import probe_environment
 from awq_autoselect.hardware import detect_compute_capability
@@ -57,7 +58,9 @@ def test_env_and_catalogue() -> None:
         "torch_int4",
     ):
         assert name in out
-    assert len(json.loads(run_cli("catalogue", "--json")[1])) == 10
+    listed = json.loads(run_cli("catalogue", "--json")[1])
+    assert [entry["kernel"] for entry in listed] == [k.value for k in Kernel]
+    assert [entry["kernel"] for entry in listed if entry["experimental"]] == ["gemv_triton"]
 
 
 def test_select_plans_for_another_machine() -> None:

@@ -577,7 +577,7 @@ def test_the_default_decode_mode_follows_the_kernel_and_the_device() -> None:
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     for kernel, spec in CATALOGUE.items():
-        assert spec.traceable is (spec.extension is None)
+        assert spec.traceable is (spec.extension is None or spec.custom_op)
         assert _default_decode(kernel, cuda) == ("compile" if spec.traceable else "graph")
         assert _default_decode(kernel, cpu) == "eager"
     assert _default_decode(Kernel.TORCH_INT4, cuda) == "compile"

@@ -160,7 +160,7 @@ def test_docs_worked_table(row: tuple[str, str, str, str, str, str]) -> None:
 # autoawq-kernels wheel images sm_75-sm_90 without PTX, awq_v2_ext sm_80-sm_90; Marlin, Triton and tinygemm
 # need sm_80 and are compiled for the local GPU).
 _AWQ_EXT = {Kernel.GEMM, Kernel.GEMV, Kernel.EXLLAMA, Kernel.EXLLAMAV2}
-_SM80_LOCAL = {Kernel.MARLIN, Kernel.GEMM_TRITON, Kernel.TORCH_INT4, Kernel.GEMV_TRITON}
+_SM80_LOCAL = {Kernel.MARLIN, Kernel.GEMM_TRITON, Kernel.TORCH_INT4}
 _EXPECTED_ON_GPU = {
     "6.1": {Kernel.GEMM_TORCH},
     "7.0": {Kernel.GEMM_TORCH},
@@ -183,6 +183,8 @@ def test_generation_all_installed(generation: str, capability: str) -> None:
     for kernel, reasons in selection.rejected.items():
         if kernel is Kernel.IPEX:
             assert reasons == ("runs on cpu, xpu only; the device is cuda",)
+        elif CATALOGUE[kernel].experimental and ComputeCapability.parse(capability) >= (8, 0):
+            assert reasons[0].startswith("experimental, not chosen automatically")
         else:
             assert any(capability in reason or ComputeCapability.parse(capability).sm in reason for reason in reasons)
 
@@ -194,9 +196,7 @@ def test_generation_nothing_installed_current_torch(generation: str, capability:
     selection = select_awq_version(_checkpoint("gemm g128"), capability=capability, environment=env)
     sm80 = ComputeCapability.parse(capability) >= (8, 0)
     assert selection.kernel is (Kernel.TORCH_INT4 if sm80 else Kernel.GEMM_TORCH), generation
-    expected = (
-        {Kernel.TORCH_INT4, Kernel.GEMM_TRITON, Kernel.GEMV_TRITON, Kernel.GEMM_TORCH} if sm80 else {Kernel.GEMM_TORCH}
-    )
+    expected = {Kernel.TORCH_INT4, Kernel.GEMM_TRITON, Kernel.GEMM_TORCH} if sm80 else {Kernel.GEMM_TORCH}
     assert _viable(selection) == expected
     assert "awq_ext: not assumed installed" in " ".join(selection.rejected[Kernel.GEMV])
 
@@ -263,7 +263,6 @@ _GROUP_OK = {
     Kernel.EXLLAMA: {32, 64, 128},
     Kernel.EXLLAMAV2: {32, 64, 128},
     Kernel.TORCH_INT4: {32, 64, 128},
-    Kernel.GEMV_TRITON: {32, 64, 128},
 }
 
 
@@ -803,3 +802,15 @@ def test_zero_points_that_cannot_be_counted_reject_the_kernels_that_need_the_cou
         (reason,) = selection.rejected[kernel]
         assert "numpy (to check them) is missing: pip install numpy" in reason
     assert Kernel.GEMV in _viable(selection)
+
+
+def test_an_experimental_kernel_runs_only_when_asked_for_by_name() -> None:
+    env = Environment.assume(["gemm_triton"], torch_version="2.11.0+cu130", torch_cuda_version="13.0")
+    auto = select_awq_version(_checkpoint("gemm g128"), capability="9.0", environment=env)
+    assert Kernel.GEMV_TRITON not in auto.chain
+    (reason,) = auto.rejected[Kernel.GEMV_TRITON]
+    assert reason.startswith("experimental, not chosen automatically: still slower than torch_int4")
+    assert "version='gemv_triton'" in reason
+    named = select_awq_version(_checkpoint("gemm g128"), version="gemv_triton", capability="9.0", environment=env)
+    assert named.chain[0] is Kernel.GEMV_TRITON
+    assert Kernel.GEMV_TRITON not in named.rejected

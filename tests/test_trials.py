@@ -510,7 +510,7 @@ def test_when_the_trials_draw_a_progress_bar(
 
 def test_a_progress_setting_that_means_nothing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PROGRESS_ENV, "sometimes")
-    with pytest.raises(InvalidArgumentError, match=f"{PROGRESS_ENV}='sometimes': expected 1 .* or 0"):
+    with pytest.raises(InvalidArgumentError, match=f"{PROGRESS_ENV}='sometimes' is not valid: expected 1, .* or 0"):
         progress_enabled()
     with pytest.raises(InvalidArgumentError, match="progress='yes'"):
         progress_enabled("yes")  # type: ignore[arg-type]

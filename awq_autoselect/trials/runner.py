@@ -336,8 +336,8 @@ def run_trials(
             None, or an ``AWQ_AUTOSELECT_*`` variable holds a bad value (:mod:`awq_autoselect.settings`); checked
             before any trial.
     """
-    show = progress_enabled(show_progress)
     limit = _timeout(timeout_s)
+    show = progress_enabled(show_progress)
     patience = 2 * limit + 30.0 if wait_s is None else max(0.0, float(wait_s))
     lookup = _Lookup(info, device, rows, cache)
     wanted = sorted(lookup.wanted)
