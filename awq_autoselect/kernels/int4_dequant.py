@@ -38,15 +38,8 @@ import torch
 
 from awq_autoselect.errors import ConversionError, MissingDependencyError
 
-try:
-    import triton
-    import triton.language as tl
-except Exception as _exc:  # any broken triton install just means: no Triton path
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR: str | None = f"triton does not import ({type(_exc).__name__}: {_exc})"
-else:
-    _TRITON_IMPORT_ERROR = None
+from ._triton import IMPORT_ERROR as _TRITON_IMPORT_ERROR
+from ._triton import interpreting, tl, triton
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -202,19 +195,12 @@ def _kernel() -> tuple[Any, bool]:
             f"the Triton dequantization needs triton: {_TRITON_IMPORT_ERROR}; install triton (Linux CUDA builds "
             "of torch bring it) or use backend='torch'"
         )
-    knobs = getattr(triton, "knobs", None)
-    mode = bool(knobs.runtime.interpret) if knobs is not None else _interpret_env()
+    mode = interpreting()
     kernel = _STATE.kernels.get(mode)
     if kernel is None:
         kernel = triton.jit(_dequantize_kernel)
         _STATE.kernels[mode] = kernel
     return kernel, type(kernel).__name__ == "InterpretedFunction"
-
-
-def _interpret_env() -> bool:  # pragma: no cover - triton before 3.4 (no knobs)
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in {"1", "true", "on", "yes"}
 
 
 def _launch(

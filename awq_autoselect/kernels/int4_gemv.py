@@ -36,15 +36,8 @@ import torch
 
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, MissingDependencyError
 
-try:
-    import triton
-    import triton.language as tl
-except Exception as _exc:  # any broken triton install just means: no Triton path
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR: str | None = f"triton does not import ({type(_exc).__name__}: {_exc})"
-else:
-    _TRITON_IMPORT_ERROR = None
+from ._triton import IMPORT_ERROR as _TRITON_IMPORT_ERROR
+from ._triton import interpreting, tl, triton
 
 __all__ = [
     "INTERLEAVES",
@@ -408,8 +401,7 @@ def _kernels() -> tuple[Any, Any]:
     """
     if triton is None:
         raise MissingDependencyError(f"the int4 gemv kernel needs triton: {_TRITON_IMPORT_ERROR}; install triton")
-    knobs = getattr(triton, "knobs", None)
-    mode = bool(knobs.runtime.interpret) if knobs is not None else False
+    mode = interpreting()
     found = _STATE.kernels.get(mode)
     if found is None:
         # triton.jit resolves the names a kernel calls through the function's globals: each function gets a copy

@@ -22,7 +22,7 @@ Private module: imported by :mod:`awq_autoselect.loading` inside functions, neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,7 +31,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
 
 from . import int4_gemv
+from ._triton import interpreting
 from .int4_gemv import GemvConfig
+from .torch_int4 import _gemm_layers, _layer_geometry, _release, _unpack_gemm_module
 
 if TYPE_CHECKING:
     from typing import Self
@@ -96,14 +98,6 @@ def _gemv_fake(  # noqa: PLR0917 - the op's signature
     num_stages: int,
 ) -> torch.Tensor:
     return x.new_empty((x.shape[0], qweight.shape[0] * qweight.shape[2]))
-
-
-def _interpreting() -> bool:
-    triton = getattr(int4_gemv, "triton", None)
-    if triton is None:
-        return False
-    knobs = getattr(triton, "knobs", None)
-    return bool(knobs.runtime.interpret) if knobs is not None else False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -243,7 +237,7 @@ class TritonInt4Linear(torch.nn.Module):
         """The dense ``[out_features, in_features]`` weight ``(q - z) * s``, rounded once to ``dtype``."""
         target = dtype or self._dtype
         with torch.no_grad():
-            if target in (torch.float16, torch.bfloat16) and (self.qweight.is_cuda or _interpreting()):
+            if target in (torch.float16, torch.bfloat16) and (self.qweight.is_cuda or interpreting()):
                 return int4_gemv.dequantize_triton(self.qweight, self.scale_zero, self.group_size, target)
             return int4_gemv.dequantize_gemv_layout(self.qweight, self.scale_zero, self.group_size, target)
 
@@ -265,7 +259,7 @@ class TritonInt4Linear(torch.nn.Module):
         if count == 0:
             return x.new_zeros(out_shape)
         with torch.no_grad():
-            if count <= self.gemv_max_rows and (rows.is_cuda or _interpreting()):
+            if count <= self.gemv_max_rows and (rows.is_cuda or interpreting()):
                 cfg = self.config
                 out = _gemv_op(
                     rows,
@@ -386,15 +380,6 @@ def tune_layers(model: torch.nn.Module, candidates: tuple[GemvConfig, ...] = CAN
 # whole models
 
 
-def _gemm_layers(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, torch.nn.Module]]:
-    from awq.modules.linear.gemm import WQLinear_GEMM
-
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, WQLinear_GEMM):
-                yield parent, name, child
-
-
 def convert_model_to_triton_int4(model: torch.nn.Module, *, dtype: torch.dtype = torch.float16) -> int:
     """Replace every AutoAWQ ``WQLinear_GEMM`` in ``model`` with :class:`TritonInt4Linear`.
 
@@ -408,8 +393,6 @@ def convert_model_to_triton_int4(model: torch.nn.Module, *, dtype: torch.dtype =
         ConversionError: a layer's shape or group size cannot be held by the layout (the message names it).
         VersionUnavailableError: a layer's device or ``dtype`` cannot run the kernel.
     """
-    from .torch_int4 import _layer_geometry, _release, _unpack_gemm_module
-
     layers = list(_gemm_layers(model))
     for _parent, name, layer in layers:
         dev, in_features, out_features, group_size = _layer_geometry(layer)

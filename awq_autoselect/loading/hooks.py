@@ -133,6 +133,33 @@ def _with_per_expert_modules(
     return load_quantized_modules
 
 
+def _repack(model: torch.nn.Module, kernel: Kernel, dtype: torch.dtype, device: torch.device) -> list[str]:
+    """Give a model of AutoAWQ GEMM layers the project's own layers of ``kernel`` (torch_int4 or gemv_triton), fuse
+    q/k/v and gate/up, and (gemv_triton on CUDA) time its launch configurations; the conversions, in words."""
+    from awq_autoselect.kernels.fusion import fuse_projections
+
+    done: list[str] = []
+    if kernel is Kernel.TORCH_INT4:
+        from awq_autoselect.kernels.torch_int4 import convert_model_to_torch_int4
+
+        count = convert_model_to_torch_int4(model, dtype=dtype)
+        done.append(f"gemm -> torch_int4: {count} layers repacked for aten._weight_int4pack_mm ({dtype})")
+    else:
+        from awq_autoselect.kernels.triton_int4 import convert_model_to_triton_int4
+
+        count = convert_model_to_triton_int4(model, dtype=dtype)
+        done.append(f"gemm -> gemv_triton: {count} layers repacked for the Triton gemv kernel ({dtype})")
+    groups = fuse_projections(model)
+    if groups:
+        done.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
+    if kernel is Kernel.GEMV_TRITON and device.type == "cuda":
+        from awq_autoselect.kernels.triton_int4 import tune_layers
+
+        tuned = tune_layers(model)  # before any capture: the launch configuration is fixed per layer shape
+        done.append("gemv launch configurations: " + ", ".join(f"{k} {v}" for k, v in tuned.items()))
+    return done
+
+
 def build_model(
     info: CheckpointInfo,
     kernel: Kernel,
@@ -217,36 +244,11 @@ def build_model(
         from awq_autoselect.kernels.gemm import TorchGEMMLinear, TritonGEMMLinear, swap_gemm_backend
 
         swap_gemm_backend(model, TorchGEMMLinear if kernel is Kernel.GEMM_TORCH else TritonGEMMLinear)
-    elif kernel is Kernel.TORCH_INT4:
-        from awq_autoselect.kernels.torch_int4 import convert_model_to_torch_int4
-
+    elif kernel in (Kernel.TORCH_INT4, Kernel.GEMV_TRITON):
         started = time.perf_counter()
         inner = hf_model_of(model)
         assert isinstance(inner, torch.nn.Module)
-        count = convert_model_to_torch_int4(inner, dtype=dtype)
-        conversions.append(f"gemm -> torch_int4: {count} layers repacked for aten._weight_int4pack_mm ({dtype})")
-        from awq_autoselect.kernels.fusion import fuse_projections
-
-        groups = fuse_projections(inner)
-        if groups:
-            conversions.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
-        if on_convert is not None:
-            on_convert(time.perf_counter() - started)
-    elif kernel is Kernel.GEMV_TRITON:
-        from awq_autoselect.kernels.fusion import fuse_projections
-        from awq_autoselect.kernels.triton_int4 import convert_model_to_triton_int4, tune_layers
-
-        started = time.perf_counter()
-        inner = hf_model_of(model)
-        assert isinstance(inner, torch.nn.Module)
-        count = convert_model_to_triton_int4(inner, dtype=dtype)
-        conversions.append(f"gemm -> gemv_triton: {count} layers repacked for the Triton gemv kernel ({dtype})")
-        groups = fuse_projections(inner)
-        if groups:
-            conversions.append(f"{groups} groups of q/k/v and gate/up projections fused into one int4 matmul each")
-        if device.type == "cuda":
-            tuned = tune_layers(inner)
-            conversions.append("gemv launch configurations: " + ", ".join(f"{k} {v}" for k, v in tuned.items()))
+        conversions.extend(_repack(inner, kernel, dtype, device))
         if on_convert is not None:
             on_convert(time.perf_counter() - started)
     cast("PreTrainedModel", hf_model_of(model)).generation_config = generation_config
