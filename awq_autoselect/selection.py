@@ -9,6 +9,11 @@ when every check passes. Viable kernels are ranked by their catalogue priority f
 catalogue order. Nothing is chosen that the hardware or the installed modules cannot run, and every rejected
 kernel keeps the reasons it was rejected for (docs/selection.md explains the policy and its sources).
 
+Measured trials, where given (or cached on this machine), rank the kernels that passed them before the others,
+by the modeled time of the workload's request; a margin within the measured noise is a tie that the published
+rank breaks (:mod:`awq_autoselect.ranking`). Measurements come in as data: this module never starts a trial
+(:func:`awq_autoselect.planning.plan` does, then selects again).
+
 Selection itself imports neither torch nor awq: detection and the environment probe it falls back on do,
 inside their own functions.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -28,11 +33,13 @@ from ._packages import satisfies
 from .capability import CapabilityLike, ComputeCapability
 from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kernel
 from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, count_zero_point_zeros, read_checkpoint
+from .choice import Candidate, Selection
 from .devices import parse_device
 from .environment import Environment, probe_environment
 from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKernelError, VersionUnavailableError
 from .hub import resolve_checkpoint
-from .trials.records import DecodeMode, TrialReport
+from .ranking import RequestTime, order, request_time
+from .trials.records import TrialReport
 from .workload import BATCH_THRESHOLD, Workload
 
 __all__ = [
@@ -53,166 +60,6 @@ def __dir__() -> list[str]:
 logger = logging.getLogger(__name__)
 
 _ZERO_POINT_LAYOUTS = frozenset({Layout.GEMM, Layout.GEMV, Layout.GEMV_FAST})
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One catalogue kernel judged for this selection.
-
-    Attributes:
-        kernel: the kernel version.
-        viable: whether every check passed.
-        reasons: why it was rejected (empty when viable).
-        score: its catalogue priority for the workload's regime (higher is preferred).
-        notes: caveats, conversions and silent-failure risks worth knowing even when viable.
-        conversion: ``(checkpoint layout, kernel layout)`` when the weights are repacked at load, else ``None``.
-        measured_ms: modeled milliseconds of the workload's request (prefill once, then every decode step) for the
-            checkpoint's quantized layers, from a trial on this machine; ``None`` when not measured (ranked by
-            :attr:`score`, the published priority).
-        measurement: what the trial measured, in words (empty when not measured).
-    """
-
-    kernel: Kernel
-    viable: bool
-    reasons: tuple[str, ...]
-    score: int
-    notes: tuple[str, ...]
-    conversion: tuple[Layout, Layout] | None
-    measured_ms: float | None = None
-    measurement: str = ""
-
-    @property
-    def rank_source(self) -> str:
-        """``"measured"`` when a trial on this machine ranks it, else ``"published"``."""
-        return "measured" if self.measured_ms is not None else "published"
-
-    @property
-    def spec(self) -> KernelSpec:
-        """The catalogue entry."""
-        return CATALOGUE[self.kernel]
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict."""
-        return {
-            "kernel": self.kernel.value,
-            "viable": self.viable,
-            "score": self.score,
-            "reasons": list(self.reasons),
-            "notes": list(self.notes),
-            "conversion": None if self.conversion is None else [layout.value for layout in self.conversion],
-            "rank_source": self.rank_source,
-            "measured_ms": self.measured_ms,
-            "measurement": self.measurement,
-        }
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The outcome of :func:`select_awq_version`.
-
-    Attributes:
-        kernel: the kernel to use (``chain[0]``).
-        chain: every viable kernel, best first: a loader walks it when one fails at run time.
-        candidates: every catalogue kernel, viable ones first (by score), then the rejected ones.
-        requested: ``"auto"`` or the explicitly requested version.
-        device: the device type selected for (``"cuda"``, ``"cpu"``, ...).
-        capabilities: compute capabilities of the GPUs the model spans (empty off CUDA).
-        workload: the workload ranked for.
-        quant: the checkpoint's quantization settings, or ``None`` when no checkpoint was given.
-        environment_assumed: the environment was planned (:meth:`Environment.assume`), not probed here.
-        notes: remarks about the selection as a whole (e.g. what was not checked).
-        request_rejected: when an explicit version was requested with ``strict=False`` and is not viable,
-            why; the chain is then the automatic one.
-    """
-
-    kernel: Kernel
-    chain: tuple[Kernel, ...]
-    candidates: tuple[Candidate, ...]
-    requested: str
-    device: str
-    capabilities: tuple[ComputeCapability, ...]
-    workload: Workload
-    quant: QuantConfig | None
-    environment_assumed: bool
-    notes: tuple[str, ...] = ()
-    request_rejected: tuple[str, ...] = ()
-
-    @property
-    def rejected(self) -> dict[Kernel, tuple[str, ...]]:
-        """Every rejected kernel and its reasons."""
-        return {c.kernel: c.reasons for c in self.candidates if not c.viable}
-
-    @property
-    def fell_back(self) -> bool:
-        """Whether an explicitly requested version was replaced by the automatic choice."""
-        return self.requested not in ("auto", self.kernel.value)
-
-    def candidate(self, kernel: str | Kernel) -> Candidate:
-        """The judged candidate for one kernel.
-
-        Raises:
-            UnknownVersionError: ``kernel`` is not a catalogue name.
-        """
-        wanted = parse_kernel(kernel)
-        return next(c for c in self.candidates if c.kernel is wanted)
-
-    def explain(self) -> str:
-        """A multi-line, human-readable account: the choice, the chain, every candidate with its reasons."""
-        where = self.device
-        if self.capabilities:
-            where += " " + ", ".join(f"{cc} ({cc.architecture})" for cc in self.capabilities)
-        lines = [
-            f"selected: {self.kernel.value} for {self.workload.describe()} on {where}"
-            + (" [planned environment]" if self.environment_assumed else ""),
-        ]
-        if self.quant is not None:
-            q = self.quant
-            group = "per-channel" if q.group_size == -1 else f"group size {q.group_size}"
-            lines.append(
-                f"checkpoint: {q.layout.value} layout, {q.bits}-bit, {group}, "
-                + ("zero point (asymmetric)" if q.zero_point else "symmetric (no zero point)")
-            )
-        if self.requested != "auto":
-            if self.request_rejected:
-                lines.append(f"requested: {self.requested}, not viable here, so the automatic choice is used:")
-                lines.extend(f"    - {reason}" for reason in self.request_rejected)
-            else:
-                lines.append(f"requested: {self.requested}")
-        lines.append("chain: " + " > ".join(k.value for k in self.chain))
-        lines.extend(f"note: {note}" for note in self.notes)
-        lines.append("candidates:")
-        width = max(len(k.value) for k in Kernel)
-        for rank, candidate in enumerate(self.candidates, start=1):
-            status = "viable" if candidate.viable else "rejected"
-            if candidate.measured_ms is not None:
-                basis = f"measured {candidate.measured_ms:8.2f} ms/request"
-            else:
-                basis = f"published score {candidate.score:>3}      "
-            lines.append(f"  {rank:>2}. {candidate.kernel.value:<{width}}  {basis}  {status}")
-            if candidate.measurement:
-                lines.append(f"        measured: {candidate.measurement}")
-            lines.extend(f"        - {reason}" for reason in candidate.reasons)
-            lines.extend(f"        note: {note}" for note in candidate.notes)
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.explain()
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict."""
-        return {
-            "kernel": self.kernel.value,
-            "chain": [k.value for k in self.chain],
-            "requested": self.requested,
-            "request_rejected": list(self.request_rejected),
-            "device": self.device,
-            "capabilities": [str(cc) for cc in self.capabilities],
-            "workload": self.workload.to_dict(),
-            "quant": None if self.quant is None else self.quant.to_dict(),
-            "environment_assumed": self.environment_assumed,
-            "notes": list(self.notes),
-            "candidates": [c.to_dict() for c in self.candidates],
-        }
 
 
 # --- inputs ------------------------------------------------------------------------------------------------
@@ -514,51 +361,71 @@ def checkpoint_rejections(selection: Selection, info: CheckpointInfo) -> dict[Ke
     return {c.kernel: "; ".join(c.reasons) for c in candidates if c.kernel in selection.chain and not c.viable}
 
 
-def _rank(candidates: list[Candidate]) -> tuple[Candidate, ...]:
-    """Viable first: measured ones by modeled time, then the others by published score; then the rejected."""
-    order = {kernel: index for index, kernel in enumerate(CATALOGUE)}
+def _published(candidate: Candidate) -> tuple[int, bool, int]:
+    """The published order: catalogue priority, then no layout conversion, then catalogue order."""
+    return (-candidate.score, candidate.conversion is not None, _CATALOGUE_ORDER[candidate.kernel])
 
-    def key(c: Candidate) -> tuple[bool, bool, float, int, bool, int]:
-        measured = c.measured_ms is not None
-        return (not c.viable, not measured, c.measured_ms or 0.0, -c.score, c.conversion is not None, order[c.kernel])
 
-    return tuple(sorted(candidates, key=key))
+_CATALOGUE_ORDER = {kernel: index for index, kernel in enumerate(CATALOGUE)}
+
+
+def _rank(candidates: list[Candidate], times: Mapping[Kernel, RequestTime] | None = None) -> tuple[Candidate, ...]:
+    """Viable first: the measured ones by modeled time (a margin within noise is a tie the published rank breaks,
+    :func:`awq_autoselect.ranking.order`), then the others by published rank; then the rejected."""
+    times = times or {}
+    by_kernel = {c.kernel: c for c in candidates}
+    measured = [c.kernel for c in candidates if c.viable and c.kernel in times]
+    placed, ties = order(measured, times.__getitem__, lambda k: _published(by_kernel[k]))
+    if placed:
+        winner = times[placed[0]]
+        for kernel in placed:
+            own = times[kernel]
+            by_kernel[kernel] = replace(
+                by_kernel[kernel],
+                measured_ms=own.ms,
+                spread_ms=own.spread,
+                margin_ms=own.ms - winner.ms,
+                noise_ms=(own.spread + winner.spread) / 2,
+                tie=ties[kernel],
+            )
+    unmeasured = sorted((c for c in candidates if c.viable and c.kernel not in times), key=_published)
+    rejected = sorted((c for c in candidates if not c.viable), key=_published)
+    return (*(by_kernel[k] for k in placed), *unmeasured, *rejected)
 
 
 def _apply_measurements(
     candidate: Candidate, report: TrialReport, work: Workload, device: str, *, timings: bool = True
-) -> Candidate:
+) -> tuple[Candidate, RequestTime | None]:
     """A candidate with its trial: rejected with the trial's reason when broken (saying so when the verdict came
-    from the cache); timed when it ran (unless ``timings`` is off: then ranked by its published score); left as
-    it is, with a note, when its trial was inconclusive."""
+    from the cache); with its modeled request time when it ran (unless ``timings`` is off: then ranked by its
+    published score); left as it is, with a note, when its trial was inconclusive."""
     result = report.result(candidate.kernel)
     if result is None or not candidate.viable:
-        return candidate
+        return candidate, None
     if result.inconclusive:
         note = f"its trial was inconclusive, ranked by its published score for this call (not cached): {result.reason}"
-        return replace(candidate, notes=(*candidate.notes, note))
+        return replace(candidate, notes=(*candidate.notes, note)), None
     if not result.ok:
         cached = report.cache_note(candidate.kernel)
         reason = f"measured broken on this machine (trial in a child process): {result.reason}"
-        return replace(candidate, viable=False, reasons=(reason + (f" {cached}" if cached else ""),), notes=())
-    if not timings:
-        return candidate
-    measured = result.step_ms(work.decode_rows, DecodeMode(work.decode) if device == "cuda" else DecodeMode.EAGER)
-    if measured is None:
-        return candidate
-    step, mode = measured
-    prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER) or 0.0
-    total = prefill + work.new_tokens * step
+        return replace(candidate, viable=False, reasons=(reason + (f" {cached}" if cached else ""),), notes=()), None
+    timed = request_time(result, work, device) if timings else None
+    if timed is None:
+        return candidate, None
     text = (
-        f"{step:.3f} ms per decode step ({work.decode_rows} row(s), {mode.value}) x {work.new_tokens} + "
-        f"{prefill:.2f} ms prefill ({work.prefill_rows} rows) for the quantized layers; "
-        + result.layer_times(work.decode_rows, mode)
+        f"{timed.step_ms:.3f} ms per decode step ({work.decode_rows} row(s), {timed.mode.value}) x {work.new_tokens} "
+        f"+ {timed.prefill_ms:.2f} ms prefill ({work.prefill_rows} rows) for the quantized layers, "
+        f"{timed.low:.2f}-{timed.high:.2f} ms over the rounds; " + result.layer_times(work.decode_rows, timed.mode)
     )
+    if result.host is not None:
+        text += f"; host while measuring: {result.host.describe()}"
     cached = report.cache_note(candidate.kernel)
     if cached:
         text += f" {cached}"
     notes = candidate.notes + ((f"trial note: {result.reason}",) if result.reason else ())
-    return replace(candidate, measured_ms=total, measurement=text, notes=notes)
+    if result.thin:
+        notes += (f"thin measurement: {result.thin}",)
+    return replace(candidate, measurement=text, notes=notes), timed
 
 
 def _measurements(
@@ -576,7 +443,7 @@ def _measurements(
         return measurements
     if measurements is False or info is None or not info.layers or env.assumed or device not in ("cuda", "cpu"):
         return None
-    from .trials.runner import cached_trials
+    from .trials.cache import cached_trials
 
     viable = [c.kernel for c in candidates if c.viable]
     where = "cpu" if device == "cpu" else f"cuda:{index or 0}"
@@ -631,7 +498,9 @@ def select_awq_version(
         measurements: trials to rank by (:func:`awq_autoselect.trials.run_trials`); ``None`` (default): what the
             trial cache holds for this checkpoint on this machine (never for a planned environment); ``False``:
             rank by the published priorities only. A kernel measured broken is rejected with the trial's reason;
-            measured kernels rank before unmeasured ones, by the modeled time of the workload's request.
+            measured kernels rank before unmeasured ones, by the modeled time of the workload's request, except that
+            two whose times differ by no more than the mean of their spreads are tied, and the published rank
+            decides between them (:attr:`Candidate.tie`, :attr:`Selection.tie`).
         revision: for a Hub ID, the branch, tag or commit hash (default ``main``); an error with anything else.
 
     Returns:
@@ -710,21 +579,26 @@ def select_awq_version(
     judged = _zero_point_rule(judged, quant, info)
     judged = [_experimental_rule(c, requested) for c in judged]
     report = _measurements(measurements, info, judged, device=device_type, index=device_index, work=work, env=env)
+    times: dict[Kernel, RequestTime] = {}
     if report is not None:
         # A trial that could not finish (timeout, memory) measured nothing: ranking the others by their times would
         # put every measured kernel before it, however slow. This call ranks by the published scores instead.
         unsure = [c.kernel.value for c in judged if c.viable and c.kernel in report.inconclusive]
-        judged = [_apply_measurements(c, report, work, device_type, timings=not unsure) for c in judged]
-        measured = sum(c.measured_ms is not None for c in judged)
+        applied = [_apply_measurements(c, report, work, device_type, timings=not unsure) for c in judged]
+        judged = [candidate for candidate, _ in applied]
+        times = {candidate.kernel: timed for candidate, timed in applied if timed is not None}
         if unsure:
             notes.append(
                 f"the trials of {', '.join(unsure)} were inconclusive (see their notes): ranked by published scores "
                 "for this call; nothing of that was cached"
             )
-        elif measured:
+        elif times:
             mode = work.decode if device_type == "cuda" else "eager"
-            notes.append(f"{measured} candidate(s) ranked by trials measured on this machine ({mode} decode)")
-    candidates = _rank(judged)
+            notes.append(f"{len(times)} candidate(s) ranked by trials measured on this machine ({mode} decode)")
+    candidates = _rank(judged, times)
+    first = candidates[0]
+    tie = (first.kernel, *first.tie) if first.viable and first.measured_ms is not None and first.tie else ()
+    notes.extend(_standing_notes(candidates, tie))
     for candidate in candidates:
         logger.debug(
             "%s: %s (score %d) %s",
@@ -772,7 +646,30 @@ def select_awq_version(
         environment_assumed=env.assumed,
         notes=tuple(notes),
         request_rejected=request_rejected,
+        tie=tie,
     )
+
+
+def _standing_notes(candidates: Sequence[Candidate], tie: tuple[Kernel, ...]) -> list[str]:
+    """How the first place was decided: by a margin over the noise, or by the published rank in a tie."""
+    measured = [c for c in candidates if c.viable and c.measured_ms is not None]
+    if len(measured) < 2:
+        return []
+    winner = measured[0]
+    if tie:
+        by_kernel = {c.kernel: c for c in measured}
+        spread = ", ".join(
+            f"{k.value} {by_kernel[k].measured_ms or 0.0:.2f} (spread {by_kernel[k].spread_ms or 0.0:.2f})" for k in tie
+        )
+        return [
+            f"tie (within noise) for the first place between {' and '.join(k.value for k in tie)} ({spread} ms per "
+            f"request): published rank decided {winner.kernel.value}"
+        ]
+    second = measured[1]
+    return [
+        f"{winner.kernel.value} won by {second.margin_ms or 0.0:.2f} ms over {second.kernel.value} (noise "
+        f"{second.noise_ms or 0.0:.2f} ms)"
+    ]
 
 
 def _describe_checkpoint(checkpoint: object, quant: QuantConfig | None) -> str:

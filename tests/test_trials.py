@@ -106,6 +106,41 @@ def test_working_kernels_are_timed_and_a_missing_extension_is_broken(checkpoint:
     assert report.broken == {Kernel.GEMV: gemv.reason}
 
 
+def test_the_kernels_of_a_run_are_timed_in_alternating_rounds_each_in_its_own_child(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Interleaving keeps crash isolation: one child per kernel, their rounds in alternation (A B, B A, A B, ...), and
+    every timing keeps its rounds' medians; the host's load while they ran is kept with each result."""
+    from awq_autoselect.trials.interleave import ROUNDS
+
+    log, rounds = tmp_path / "trials.log", tmp_path / "rounds.log"
+    _break(monkeypatch, "", "", log=log)
+    monkeypatch.setenv("AWQ_TEST_ROUND_LOG", str(rounds))
+    info = read_checkpoint(checkpoint)
+    report = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1, 8), cache=cache)
+    assert _children(log) == Counter({"torch_int4": 1, "gemm_torch": 1})  # still one child process per kernel
+    a, b = "torch_int4", "gemm_torch"
+    turns = [[a, b] if n % 2 == 0 else [b, a] for n in range(ROUNDS)]
+    assert rounds.read_text().split() == [k for turn in turns for k in turn]
+    for result in report.results:
+        assert result.ok, result.reason
+        for shape in result.shapes:
+            for timing in shape.timings:
+                assert len(timing.eager_rounds) == ROUNDS
+                assert min(timing.eager_rounds) <= timing.eager_us <= max(timing.eager_rounds)
+                assert timing.graph_rounds == ()  # no CUDA graphs on a CPU
+        bounds = result.layers_bounds_ms(1, DecodeMode.EAGER)
+        step = result.layers_ms(1, DecodeMode.EAGER)
+        assert bounds is not None and step is not None
+        assert bounds[0] <= step <= bounds[1]
+        assert result.host is not None
+        assert result.host.cpus >= 1
+    assert report.results[0].host == report.results[1].host  # one run, one measure of the host
+    stored = cache.get(machine_key("cpu"), Kernel.TORCH_INT4, signature_of(info), ())
+    assert stored is not None
+    assert stored.host == report.results[0].host  # the load is cached with the timings
+
+
 def test_results_are_cached_and_reused(checkpoint: Path, cache: TrialCache) -> None:
     info = read_checkpoint(checkpoint)
     first = run_trials(info, [Kernel.TORCH_INT4], device="cpu", rows=(1,), cache=cache)
@@ -388,13 +423,22 @@ def test_tune_prints_and_caches(checkpoint: Path, monkeypatch: pytest.MonkeyPatc
     assert "torch_int4" in out
     assert "gemm_torch" in out
     assert "selected:" in out
+    assert "request ms" in out and "spread" in out and "margin" in out
+    assert out.count("host while measuring: other processes used") == 2  # each result's load, from /proc/stat
+    assert "ms to the winner (noise" in out or "tie (within noise)" in out  # the runner-up's margin, or the tie
     code, out, _ = run_cli("tune", str(checkpoint), "--device", "cpu", "--json")
     data = json.loads(out)
     assert data["schema"] == "awq-autoselect.tune/1"
     assert {r["kernel"] for r in data["results"]} == {"torch_int4", "gemm_torch"}
-    assert data["selection"]["candidates"][0]["rank_source"] == "measured"
+    first, second = data["selection"]["candidates"][:2]
+    assert first["rank_source"] == "measured"
+    assert first["spread_ms"] is not None and first["margin_ms"] == 0
+    assert second["margin_ms"] == pytest.approx(second["measured_ms"] - first["measured_ms"])
+    assert all(r["host"]["cpus"] >= 1 for r in data["results"])
     code, out, _ = run_cli("select", "--checkpoint", str(checkpoint), "--device", "cpu")
     assert "ranked by trials measured on this machine" in out  # select reads what tune cached
+    assert "ms/request, spread" in out
+    assert " won by " in out or "tie (within noise) for the first place" in out
 
 
 def test_tune_measures_every_batch_size_it_is_given(

@@ -26,7 +26,7 @@ from awq_autoselect import settings as environment_settings
 from awq_autoselect.catalogue import parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, check_fits_context, read_checkpoint
 from awq_autoselect.devices import parse_device, resolve_device
-from awq_autoselect.errors import InvalidArgumentError
+from awq_autoselect.errors import InvalidArgumentError, NoCompatibleKernelError
 from awq_autoselect.hub import resolve_checkpoint
 from awq_autoselect.trials.runner import trials_enabled
 from awq_autoselect.workload import Workload
@@ -62,25 +62,45 @@ def _screen(
     states: list[VersionState],
     dev: BenchDevice,
     *,
+    workload: Workload,
     rows: Sequence[int],
     runner: Runner,
     show_progress: bool,
+    trials: bool | None,
 ) -> None:
-    """Trial the requested kernels that can run here in child processes; mark the ones that break as failed."""
-    from awq_autoselect.selection import select_awq_version
-    from awq_autoselect.trials import run_trials
+    """Trial the requested kernels that can run here in child processes (the planner's rules, :func:`plan`); mark
+    the ones that break as failed."""
+    from awq_autoselect.planning import plan
 
     requested = [parse_kernel(s.name) for s in states if s.name not in (_AUTO, FP16_NAME, CPU_DENSE_NAME)]
     if not requested:
         return
-    viable = select_awq_version(info, device=str(dev.dev), measurements=False, strict=False).chain
-    kernels = [k for k in requested if k in viable]  # the others are reported unavailable by the loader
-    report = run_trials(
-        info, kernels, device=str(dev.dev), rows=rows, show_progress=show_progress, measured_by="benchmark_versions"
-    )
-    tried = {k.value: k for k in kernels}
+    try:
+        planned = plan(
+            info,
+            device=str(dev.dev),
+            workload=workload,
+            trials=trials,
+            only=requested,  # the others are reported unavailable by the loader
+            rows=rows,
+            show_progress=show_progress,
+            measured_by="benchmark_versions",
+        )
+    except NoCompatibleKernelError as exc:  # every kernel that could run here broke in its trial: each says why
+        broken = {name: why for name, why in exc.reasons.items() if why and why[0].startswith("measured broken")}
+        if not broken:
+            raise
+        for state in states:
+            if state.name in broken:
+                state.status = Status.FAILED
+                state.reason = f"broken here, so it was not loaded in this process: {'; '.join(broken[state.name])}"
+                runner.notes.append(f"{state.name} was measured broken in a trial and not benchmarked")
+        return
+    report = planned.report
+    if report is None:
+        return
     for state in states:
-        result = report.result(tried[state.name]) if state.name in tried else None
+        result = report.result(parse_kernel(state.name)) if state.name in {k.value for k in requested} else None
         if result is not None and result.inconclusive:  # says nothing about the kernel: benchmarked all the same
             runner.notes.append(f"{state.name}'s trial was inconclusive (not cached): {result.reason}")
         elif result is not None and not result.ok:
@@ -284,7 +304,9 @@ def benchmark_versions(
     states = [VersionState(name) for name in names]
     if trials_enabled(trials):
         prefill = (Workload(batch_size=b, prompt_tokens=prompt_tokens).prefill_rows for b in sizes)
-        _screen(info, states, dev, rows=sorted({*sizes, *prefill}), runner=runner, show_progress=show)
+        work = Workload(batch_size=sizes[0], prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+        rows = sorted({*sizes, *prefill})
+        _screen(info, states, dev, workload=work, rows=rows, runner=runner, show_progress=show, trials=trials)
     if mode is None:
         kv = kv_bytes_per_token(info.config, prompt_tokens, new_tokens, max(sizes)) or 0
         run_bytes = 3 * kv  # the whole cache is about twice the mean read; leave room for activations

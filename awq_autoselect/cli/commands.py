@@ -129,9 +129,9 @@ def _source(path: str | None, revision: str | None, flag: str) -> CheckpointSour
 
 
 def _select_from_args(args: argparse.Namespace) -> tuple[object, CheckpointSource | None]:
-    from awq_autoselect.checkpoint import QuantConfig
+    from awq_autoselect.checkpoint import CheckpointInfo, QuantConfig, read_checkpoint
     from awq_autoselect.environment import Environment
-    from awq_autoselect.selection import select_awq_version
+    from awq_autoselect.planning import TrialPolicy, plan
 
     environment = None
     if args.kernels is not None:
@@ -147,16 +147,18 @@ def _select_from_args(args: argparse.Namespace) -> tuple[object, CheckpointSourc
     workload = _workload(args, args.decode)
     source = _source(args.checkpoint, args.revision, "--checkpoint")
     # Without a checkpoint, assume what AutoAWQ writes by default: 4-bit, group 128, zero point, GEMM layout.
-    checkpoint: CheckpointSource | QuantConfig = source if source is not None else QuantConfig()
-    selection = select_awq_version(
+    checkpoint: CheckpointInfo | QuantConfig = read_checkpoint(source) if source is not None else QuantConfig()
+    planned = plan(  # what the trial cache holds on this machine: select runs no trial
         checkpoint,
         version=args.version,
         capability=capability,
         device=device,
         environment=environment,
         workload=workload,
+        fallback=False,
+        trials=TrialPolicy.CACHED,
     )
-    return selection, source
+    return planned.selection, source
 
 
 def cmd_select(args: argparse.Namespace, out: TextIO) -> int:
@@ -495,13 +497,14 @@ def _progress_printer(err: TextIO) -> Callable[[int, int, Kernel, str], None]:
 
 
 def _write_tune_table(out: TextIO, report: TrialReport, work: Workload, mode: DecodeMode, selection: Selection) -> None:
-    """One workload's table of a tune run: per kernel its status, per-shape times, modeled step and prefill."""
+    """One workload's table of a tune run: per kernel its status, per-shape times, modeled step and prefill, the
+    modeled request with its spread, and its margin to the winner (or the tie the published rank broke)."""
     from awq_autoselect.trials import DecodeMode
 
     out.write(f"{work.describe()}\n")
     out.write(
         f"{'kernel':<12} {'status':<7} {'us per call at ' + str(work.decode_rows) + ' row(s), eager / graph':<44} "
-        f"{'ms/token (' + mode.value + ')':>16} {'prefill ms':>11}\n"
+        f"{'ms/token (' + mode.value + ')':>16} {'prefill ms':>11} {'request ms':>11} {'spread':>8} {'margin':>9}\n"
     )
     for result in report.results:
         step = result.layers_ms(work.decode_rows, mode)
@@ -512,18 +515,35 @@ def _write_tune_table(out: TextIO, report: TrialReport, work: Workload, mode: De
             if timing is not None:
                 graph = "-" if timing.graph_us is None else f"{timing.graph_us:.1f}"
                 cells.append(f"{timing.eager_us:.1f}/{graph}")
+        candidate = next((c for c in selection.candidates if c.kernel is result.kernel), None)
+        request = spread = margin = "-"
+        if candidate is not None and candidate.measured_ms is not None:
+            request = f"{candidate.measured_ms:.2f}"
+            spread = f"{candidate.spread_ms or 0.0:.2f}"
+            won = candidate.margin_ms == 0 and not candidate.tie
+            margin = "winner" if won else f"{candidate.margin_ms or 0.0:+.2f}"
         out.write(
             f"{result.kernel.value:<12} {result.status.value:<7} {' '.join(cells) or '-':<44} "
-            f"{'-' if step is None else f'{step:.3f}':>16} {'-' if prefill is None else f'{prefill:.2f}':>11}\n"
+            f"{'-' if step is None else f'{step:.3f}':>16} {'-' if prefill is None else f'{prefill:.2f}':>11} "
+            f"{request:>11} {spread:>8} {margin:>9}\n"
         )
         if result.reason:
             out.write(f"    {result.reason}\n")
         if result.inconclusive:
             out.write("    not cached: an inconclusive trial says nothing about the kernel\n")
+        if candidate is not None and candidate.standing():
+            out.write(f"    {candidate.standing()}\n")
+        if result.host is not None:
+            out.write(f"    host while measuring: {result.host.describe()}\n")
+        if result.thin:
+            out.write(f"    thin: {result.thin}\n")
         cached = report.cache_note(result.kernel)
         if cached:
             out.write(f"    {cached}\n")
     out.write(f"selected: {selection.kernel.value} (chain: {' > '.join(k.value for k in selection.chain)})\n")
+    for note in selection.notes:
+        if note.startswith("tie (within noise)") or " won by " in note:
+            out.write(f"    {note}\n")
 
 
 def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
@@ -533,8 +553,9 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.checkpoint import read_checkpoint
     from awq_autoselect.devices import resolve_device
     from awq_autoselect.hub import resolve_checkpoint
+    from awq_autoselect.planning import TrialPolicy, plan
     from awq_autoselect.selection import select_awq_version
-    from awq_autoselect.trials import DecodeMode, run_trials
+    from awq_autoselect.trials import DecodeMode
 
     source = resolve_checkpoint(args.path, revision=args.revision)
     info = read_checkpoint(source)
@@ -546,22 +567,23 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
 
         for work in works:  # before any trial: a workload the model cannot hold fails in every child
             check_workload(info, work, str(dev))
-    published = select_awq_version(info, device=str(dev), workload=works[0], measurements=False, strict=False)
-    kernels = list(published.chain)
-    rows = sorted({r for work in works for r in (work.decode_rows, work.prefill_rows)})
-    report = run_trials(
+    planned = plan(
         info,
-        kernels,
         device=str(dev),
-        rows=rows,
-        use_cache=not args.refresh,
+        workload=works[0],
+        trials=TrialPolicy.REFRESH if args.refresh else TrialPolicy.RUN,
+        rows=[r for work in works for r in (work.decode_rows, work.prefill_rows)],
         timeout_s=args.timeout,
         progress=_progress_printer(sys.stderr),
         show_progress=False,  # the printer above draws the bar
         measured_by="awq-autoselect tune",
     )
-    selections = [
-        select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False) for work in works
+    report = planned.report
+    assert report is not None  # trials were asked for
+    selections = [planned.selection]
+    selections += [
+        select_awq_version(info, device=str(dev), workload=work, measurements=report, strict=False)
+        for work in works[1:]
     ]
     if args.json:
         from awq_autoselect._codec import to_json
@@ -608,7 +630,7 @@ def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
     source = _source(args.path, args.revision, "PATH")
     if source is not None:
         from awq_autoselect.checkpoint import read_checkpoint
-        from awq_autoselect.trials.runner import signature_of
+        from awq_autoselect.trials.cache import signature_of
 
         signature = signature_of(read_checkpoint(source))
     if args.action == "clear":
@@ -663,6 +685,7 @@ def _entry_line(entry: object) -> str:
     result, machine = entry.result, entry.machine
     where = "-" if machine is None else (machine.gpu_name or machine.cpu or machine.device_type)
     verdict = result.status.value + (f" ({result.cause.value})" if result.cause else "")
+    verdict += " thin" if result.thin else ""
     by = f" by {result.measured_by}" if result.measured_by else ""
     shapes = "" if entry.signature is None else ", ".join(f"{k}x{n}" for k, n in entry.signature.shapes)
     line = f"  {result.measured_on}{by}  {entry.kernel.value:<12} {verdict:<16} on {where}; shapes {shapes}"
@@ -672,4 +695,8 @@ def _entry_line(entry: object) -> str:
         line += f" [not used: {entry.problem}]"
     if not result.ok:
         line += f"\n      {result.reason}"
+    if result.host is not None:
+        line += f"\n      host while measuring: {result.host.describe()}"
+    if result.thin:
+        line += f"\n      thin: {result.thin}"
     return line

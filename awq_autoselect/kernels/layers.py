@@ -6,7 +6,8 @@ the kernel (or the project's :class:`~.torch_int4.TorchInt4Linear` and fixed-bac
 weights packed by :func:`awq_autoselect.formats.pack` (bit for bit AutoAWQ's packing), post-initialised the way
 AutoAWQ does after a load (ExLlama's ``make_q4``, ExLlamaV2's scratch space, Marlin's workspace, IPEX's repack).
 
-Imports torch and awq.
+Imports torch; AutoAWQ and Triton only for the kernels that need them (a torch_int4 trial imports neither: its
+child process starts seconds sooner).
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import torch
 from awq_autoselect import formats
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 
-from .gemm import TorchGEMMLinear, TritonGEMMLinear  # importing it imports AutoAWQ (import_awq) first
 from .torch_int4 import TorchInt4Linear
-from .triton_int4 import TritonInt4Linear, tune_layers
 
 __all__ = ["build_layers"]
 
@@ -49,6 +48,8 @@ def _attribute(module: str, name: str) -> object:
 
 
 def _layer_class(kernel: Kernel) -> Callable[..., torch.nn.Module]:
+    from .gemm import TorchGEMMLinear, TritonGEMMLinear  # importing it imports AutoAWQ (import_awq) first
+
     if kernel is Kernel.GEMM_TORCH:
         return TorchGEMMLinear
     if kernel is Kernel.GEMM_TRITON:
@@ -77,6 +78,8 @@ def build_layers(
     if kernel is Kernel.TORCH_INT4:
         return torch.nn.ModuleList(TorchInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
     if kernel is Kernel.GEMV_TRITON:
+        from .triton_int4 import TritonInt4Linear, tune_layers
+
         triton_layers = torch.nn.ModuleList(
             TritonInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights
         )

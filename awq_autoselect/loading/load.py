@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from awq_autoselect import settings
@@ -45,8 +45,7 @@ from awq_autoselect.errors import (
     VersionUnavailableError,
 )
 from awq_autoselect.hub import resolve_checkpoint
-from awq_autoselect.trials.records import TrialReport
-from awq_autoselect.trials.runner import progress_enabled, run_trials, trials_enabled
+from awq_autoselect.trials.runner import progress_enabled
 from awq_autoselect.workload import Workload
 
 from .arguments import check_arguments, float_dtype
@@ -59,6 +58,7 @@ if TYPE_CHECKING:
     import torch
 
     from awq_autoselect.environment import Environment
+    from awq_autoselect.planning import Plan, TrialVerdict
     from awq_autoselect.selection import Selection
 
 __all__ = ["load_dense_baseline", "load_quantized_auto"]
@@ -85,29 +85,22 @@ _KERNEL_ERRORS: tuple[type[BaseException], ...] = (
 _RETRYABLE: tuple[type[BaseException], ...] = (*_KERNEL_ERRORS, ProbeMismatchError)
 
 
-def _merged(first: TrialReport, second: TrialReport) -> TrialReport:
-    """One report of two runs' results for one device (the kernels of the two are disjoint)."""
-    return TrialReport(
-        first.device, first.results + second.results, first.from_cache + second.from_cache, first.checkpoint
-    )
+def _attempt(verdict: TrialVerdict) -> Attempt:
+    """A kernel a trial kept out (broken: never built here) or left unmeasured (inconclusive), as a load attempt."""
+    return Attempt(verdict.kernel, False, verdict.stage, False, None, verdict.message)
 
 
-def _trial_attempts(report: TrialReport, kernels: Iterable[Kernel]) -> list[Attempt]:
-    """``kernels``' trials that failed, as the attempts they are: broken ones were never built in this process;
-    inconclusive ones (timeout, memory) were not measured and keep their published rank for this load."""
-    attempts = []
-    for kernel in kernels:
-        result = report.result(kernel)
-        if result is None or result.ok:
-            continue
-        cached = report.cache_note(kernel)
-        if result.inconclusive:
-            why = f"its trial was inconclusive, so it was ranked by its published score for this load: {result.reason}"
-            attempts.append(Attempt(kernel, False, "unmeasured", False, None, why))
-        else:
-            why = f"failed its trial in a child process: {result.reason}" + (f" {cached}" if cached else "")
-            attempts.append(Attempt(kernel, False, "trial", False, None, why))
-    return attempts
+def _warn_unmeasured(planned: Plan, info: CheckpointInfo, known: Mapping[Kernel, str]) -> None:
+    """A FallbackWarning for the trials that could not finish (not those ``known`` already warned about)."""
+    new = {k: why for k, why in planned.inconclusive.items() if k not in known}
+    if new:
+        warnings.warn(
+            f"awq_autoselect could not measure {', '.join(k.value for k in new)} for {info.path.name} ("
+            + "; ".join(new.values())
+            + "): ranked by published scores for this load; nothing of that was cached",
+            FallbackWarning,
+            stacklevel=3,
+        )
 
 
 @contextlib.contextmanager
@@ -343,7 +336,8 @@ def load_quantized_auto(
     import torch
 
     from awq_autoselect.environment import probe_environment
-    from awq_autoselect.selection import checkpoint_rejections, select_awq_version
+    from awq_autoselect.planning import Plan, plan
+    from awq_autoselect.selection import checkpoint_rejections
 
     # Before a download or a read of the weights: a bad dtype or a device torch cannot use fails at once.
     asked_dtype = float_dtype(dtype, torch_dtype)
@@ -354,66 +348,32 @@ def load_quantized_auto(
     spent = dict.fromkeys(("trials", "load", "probe"), 0.0)
     converted: list[float] = []  # seconds of each conversion, inside the build's time
     env = environment if environment is not None else probe_environment()
-    trial_failures: list[tuple[Kernel, str]] = []
-    attempts: list[Attempt] = []
-    untrialed: set[Kernel] = set()  # fallbacks whose trial waits until the load needs them
     work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
     if workload is not None:
         from awq_autoselect.capacity import check_workload
 
         check_workload(info, work, str(dev))  # before any trial: one the model cannot hold fails in every child
 
-    def trial(kernels: Sequence[Kernel]) -> TrialReport:
-        with _timed(spent, "trials"):
-            report = run_trials(
-                info,
-                kernels,
-                device=str(dev),
-                rows=(work.decode_rows, work.prefill_rows),
-                show_progress=show_progress,
-                measured_by="load_quantized_auto",
-            )
-        attempts.extend(_trial_attempts(report, kernels))
-        if report.inconclusive:
-            warnings.warn(
-                f"awq_autoselect could not measure {', '.join(k.value for k in report.inconclusive)} for "
-                f"{info.path.name} (" + "; ".join(report.inconclusive.values()) + "): ranked by published scores "
-                "for this load; nothing of that was cached",
-                FallbackWarning,
-                stacklevel=3,
-            )
-        return report
-
     if selection is None:
-        capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
-
-        def select(measured: TrialReport | bool | None) -> Selection:
-            return select_awq_version(
-                info,
-                version=requested,
-                capability=capability,
-                device=str(dev),
-                environment=env,
-                workload=work,
-                strict=not fallback,
-                measurements=measured,
-            )
-
-        selection = select(False)
-        if trials_enabled(trials):
-            # "auto" chooses by the trials: every viable kernel is measured, with or without fallback (which only
-            # decides what happens when the chosen one then fails to load). A named version needs its own trial;
-            # the rest of the chain's only once the load moves past it (fallback on): at once when its trial
-            # breaks (to rank the fallbacks), or when it fails to load or probe (below).
-            to_try = selection.chain if requested == "auto" else selection.chain[:1]
-            measured = trial(to_try)
-            rest = selection.chain[len(to_try) :] if fallback else []
-            if rest and to_try[0] in measured.broken:
-                measured = _merged(measured, trial(rest))
-                to_try, rest = selection.chain, []
-            trial_failures = [(k, measured.broken[k]) for k in to_try if k in measured.broken]
-            selection = select(measured)
-            untrialed = set(rest)
+        planned = plan(
+            info,
+            version=requested,
+            device=str(dev),
+            workload=work,
+            fallback=fallback,
+            trials=trials,
+            capability=torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None,
+            environment=env,
+            show_progress=show_progress,
+            measured_by="load_quantized_auto",
+        )
+    else:
+        planned = Plan(selection)
+    selection = planned.selection
+    spent["trials"] = planned.trial_seconds
+    _warn_unmeasured(planned, info, {})
+    attempts = [_attempt(verdict) for verdict in planned.verdicts]
+    trial_failures = {v.kernel for v in planned.verdicts if v.stage == "trial"}
     # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
     chain = list(selection.chain)
     rejected = dict(selection.rejected)
@@ -421,11 +381,7 @@ def load_quantized_auto(
     rejected.update((k, (why,)) for k, why in late.items())
     attempts += [Attempt(k, False, "skipped", False, None, why) for k, why in late.items() if k.value != requested]
     chain = [k for k in chain if k not in late]
-    if (
-        requested != "auto"
-        and (not chain or chain[0].value != requested)
-        and Kernel(requested) not in dict(trial_failures)
-    ):
+    if requested != "auto" and (not chain or chain[0].value != requested) and Kernel(requested) not in trial_failures:
         reasons = rejected.get(Kernel(requested), ("not viable here",))
         attempts.append(Attempt(Kernel(requested), False, "skipped", False, None, "; ".join(reasons)))
         if not fallback:
@@ -440,10 +396,13 @@ def load_quantized_auto(
     index = -1
     while index + 1 < len(chain):
         index += 1
-        if index > 0 and untrialed.intersection(chain[index:]):  # past the named kernel: build no untried one
-            extra = trial([k for k in chain[index:] if k in untrialed])
-            untrialed.clear()
-            chain[index:] = [k for k in chain[index:] if k not in extra.broken]
+        if index > 0 and set(planned.untrialed).intersection(chain[index:]):
+            before = planned  # past the named kernel: build no fallback its trial has not passed
+            planned = planned.trial_fallbacks([k for k in chain[index:] if k in planned.untrialed])
+            spent["trials"] = planned.trial_seconds
+            attempts += [_attempt(v) for v in planned.verdicts[len(before.verdicts) :]]
+            _warn_unmeasured(planned, info, before.inconclusive)
+            chain[index:] = [k for k in chain[index:] if k not in planned.broken]
             if index >= len(chain):
                 break
         kernel = chain[index]

@@ -266,7 +266,12 @@ class LoadReport:
             measured = [c for c in self.selection.candidates if c.measured_ms is not None]
             if measured:
                 lines.append("measured here (trials in child processes):")
-                lines += [f"  - {c.kernel.value}: {c.measured_ms:.2f} ms per request of the workload" for c in measured]
+                lines += [
+                    f"  - {c.kernel.value}: {c.measured_ms:.2f} ms per request of the workload"
+                    + (f" (spread {c.spread_ms:.2f})" if c.spread_ms is not None else "")
+                    + (f"; {c.standing()}" if c.standing() else "")
+                    for c in measured
+                ]
         return "\n".join(lines)
 
 

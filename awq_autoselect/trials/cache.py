@@ -17,7 +17,10 @@ wait) and reads the result instead of measuring it again. A corrupt, unreadable 
 log line, never an exception.
 
 Only what a trial says about the kernel is kept: *ok* results, and *broken* ones that a second child process
-repeated (:attr:`~.records.TrialResult.cacheable`). A folder that cannot be written, a file in its place, or a
+repeated (:attr:`~.records.TrialResult.cacheable`). An ok result may be marked *thin* (:meth:`TrialCache.mark_thin`:
+it tied with another kernel within the noise while the host was busy); the next result stored for it replaces the
+mark with the rest. :class:`CacheLookup` answers for one checkpoint on one device; :func:`cached_trials` is what
+selection reads when it is given no measurements. A folder that cannot be written, a file in its place, or a
 folder inside a model checkpoint is refused (:meth:`TrialCache.problem`): one
 :class:`~awq_autoselect.errors.TrialCacheWarning` per process, and nothing is read or written there.
 """
@@ -45,20 +48,25 @@ from awq_autoselect._codec import from_json, to_json
 from awq_autoselect._packages import dist_version
 from awq_autoselect._writing import write_file
 from awq_autoselect.catalogue import CATALOGUE, Kernel
+from awq_autoselect.checkpoint import CheckpointInfo
 from awq_autoselect.errors import TrialCacheWarning
 
-from .records import LayerShape, RowTiming, TrialResult, TrialStatus
+from .records import LayerShape, RowTiming, TrialReport, TrialResult, TrialStatus
 
 __all__ = [
     "CACHE_ENV",
     "PROTOCOL",
     "CacheEntry",
+    "CacheLookup",
     "MachineKey",
     "QuantSignature",
     "TrialCache",
     "cache_dir",
+    "cached_trials",
+    "layer_shapes",
     "machine_key",
     "module_fingerprint",
+    "signature_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,8 +77,11 @@ CACHE_ENV = settings.CACHE_DIR
 #: a zero point of 0 (ExLlama, ExLlamaV2) are tried with zero points 1-15 (protocol 1 found them "wrong numbers").
 #: 3: results carry a failure cause; only ok results and broken ones confirmed by a second child are stored
 #: (protocol 2 stored timeouts and out-of-memory failures as broken).
-PROTOCOL = 3
-_SCHEMA = "awq-autoselect.trial/2"
+#: 4: the kernels of a run are timed in rounds, in alternation; each timing keeps its rounds (the spread), each
+#: result the host's load, and a CPU trial on a busy host runs its calls on the free CPUs' threads (protocol 3 timed
+#: kernels one after another, and a busy moment decided which was faster).
+PROTOCOL = 4
+_SCHEMA = "awq-autoselect.trial/3"
 _ENTRY = re.compile(r"[0-9a-f]{32}\.json")
 _LOCK = re.compile(r"[0-9a-f]{32}\.lock")
 _POLL_S = 0.2
@@ -480,6 +491,29 @@ class TrialCache:
             )
         return path
 
+    def mark_thin(self, machine: MachineKey, kernel: Kernel, signature: QuantSignature, why: str) -> bool:
+        """Set the stored result's :attr:`~.records.TrialResult.thin` to ``why`` (a result measured again replaces
+        it, and the mark with it); whether there was an ok entry to mark.
+
+        Raises:
+            OutputPathError: the entry cannot be written.
+        """
+        key = _entry_key(machine, kernel, signature)
+        path = self._path(key)
+        with self._locked():
+            old = self._read(path, key)
+            if old is None or not old.ok or old.thin == why:
+                return old is not None and old.ok
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["result"] = to_json(dataclasses.replace(old, thin=why))
+            write_file(
+                path,
+                json.dumps(data, indent=1, default=str) + "\n",
+                owned=lambda p: _ENTRY.fullmatch(p.name) is not None,
+                what="trial cache entry",
+            )
+        return True
+
 
 def _entry_of(path: Path) -> CacheEntry:
     """What one entry file holds, or why it cannot be used."""
@@ -511,4 +545,75 @@ def _entry_of(path: Path) -> CacheEntry:
     checkpoint = data.get("checkpoint")
     return CacheEntry(
         path, result.kernel, signature, machine, checkpoint if isinstance(checkpoint, str) else "", result, problem
+    )
+
+
+def layer_shapes(info: CheckpointInfo) -> tuple[LayerShape, ...]:
+    """The checkpoint's distinct quantized layer shapes, with how many layers have each."""
+    counts: dict[tuple[int, int], int] = {}
+    for layer in info.layers:
+        key = (layer.in_features, layer.out_features)
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(LayerShape(k, n, c) for (k, n), c in sorted(counts.items()))
+
+
+def signature_of(info: CheckpointInfo) -> QuantSignature:
+    """The checkpoint's quantization signature (the cache key's checkpoint part)."""
+    return QuantSignature(
+        bits=info.quant.bits, group_size=info.quant.group_size, zero_point=info.quant.zero_point, shapes=info.shapes()
+    )
+
+
+class CacheLookup:
+    """The cache entries that answer for one checkpoint on one device at some row counts."""
+
+    def __init__(self, info: CheckpointInfo, device: str, rows: Sequence[int], cache: TrialCache | None) -> None:
+        self.store = cache if cache is not None else TrialCache()
+        self.enabled = self.store.usable(info.path)  # a refused folder is neither read nor written
+        self.checkpoint = info.path
+        self.machine: MachineKey = machine_key(device)
+        self.signature = signature_of(info)
+        self.shapes = layer_shapes(info)
+        self.wanted = frozenset(int(r) for r in rows)
+
+    def answer(self, kernel: Kernel) -> TrialResult | None:
+        """The cached result if it answers: broken, or measured at every wanted row count."""
+        if not self.enabled:
+            return None
+        cached = self.store.get(self.machine, kernel, self.signature, self.shapes)
+        if cached is not None and (not cached.ok or self.wanted <= cached.rows_measured()):
+            return cached
+        return None
+
+    def keep(self, kernel: Kernel, result: TrialResult) -> None:
+        """Cache ``result`` when it may be cached; an unwritable entry costs a re-run later, nothing more."""
+        if not self.enabled or not result.cacheable:
+            return
+        try:
+            self.store.put(self.machine, kernel, self.signature, result, self.checkpoint)
+        except Exception as exc:
+            logger.warning("could not cache the trial of %s: %s", kernel.value, exc)
+
+    def mark_thin(self, kernel: Kernel, why: str) -> bool:
+        """Mark the cached result of ``kernel`` thin (:attr:`TrialResult.thin`), so that the next load on a quiet
+        host measures it again; whether an entry was marked."""
+        if not self.enabled:
+            return False
+        try:
+            return self.store.mark_thin(self.machine, kernel, self.signature, why)
+        except Exception as exc:
+            logger.warning("could not mark the trial of %s thin: %s", kernel.value, exc)
+            return False
+
+
+def cached_trials(info: CheckpointInfo, kernels: Sequence[Kernel], *, device: str, rows: Sequence[int]) -> TrialReport:
+    """What the cache knows for ``kernels`` (no trial is run); kernels without an answer are left out.
+
+    Raises:
+        InvalidArgumentError: an ``AWQ_AUTOSELECT_*`` variable holds a bad value (:mod:`awq_autoselect.settings`).
+    """
+    lookup = CacheLookup(info, device, rows, None)
+    found = [cached for kernel in kernels if (cached := lookup.answer(kernel)) is not None]
+    return TrialReport(
+        device=device, results=tuple(found), from_cache=tuple(r.kernel for r in found), checkpoint=str(info.path)
     )

@@ -1,17 +1,22 @@
-"""The child process of a trial: ``python -m awq_autoselect.trials.child`` reads a job (JSON) on stdin, runs one
-kernel on layers of the job's shapes, and prints its :class:`~.records.TrialResult` on the last line of stdout.
+"""The child process of a trial: ``python -m awq_autoselect.trials.child`` reads a job (JSON) on the first line of
+stdin, runs one kernel on layers of the job's shapes, and prints its :class:`~.records.TrialResult` on the last
+line of stdout.
 
 This process exists to be expendable: a kernel that hits an illegal memory access, aborts, hangs or segfaults
-takes only this process with it, and the parent (:mod:`.runner`) records why. What it does, per layer shape:
+takes only this process with it, and the parent (:mod:`.runner`) records why. What it does (:class:`Session`):
 
-1. draws random 4-bit weights, zero points and fp16 scales of the shape (several sets, so that timed calls rotate
-   through more weight bytes than the GPU's L2 cache holds), and builds the kernel's layers from them
+1. per layer shape, draws random 4-bit weights, zero points and fp16 scales (several sets, so that timed calls
+   rotate through more weight bytes than the GPU's L2 cache holds), and builds the kernel's layers from them
    (:func:`awq_autoselect.kernels.layers.build_layers`);
 2. the numeric check of the loader's probe: outputs at 1 row and at the largest row count against
    ``x @ dequantize(W).T`` in float32; worse than the tolerance, or not finite, is *broken*;
-3. times one layer call at every row count asked for: back-to-back eager calls (what eager decode pays, CPU
-   launch cost included) and, on CUDA, the same calls replayed from a captured CUDA graph; warmup first, medians
-   over repeats, CUDA events (``perf_counter`` on the CPU).
+3. warms up every shape at every row count asked for, captures its CUDA graph (on CUDA), says it is ready, and
+   waits;
+4. times a *round* each time the parent asks: every shape at every row count, back-to-back eager calls (what eager
+   decode pays, CPU launch cost included) and, on CUDA, the same calls replayed from the captured graph; the median
+   of a few repeats (CUDA events; ``perf_counter`` on the CPU). The parent alternates the rounds of every kernel of
+   its run (:mod:`.interleave`), so that a noisy moment of the host falls on all of them alike;
+5. on ``finish``, prints the result: per shape and row count the median of the rounds' medians, and every round's.
 """
 
 from __future__ import annotations
@@ -34,10 +39,26 @@ if TYPE_CHECKING:
 
     from awq_autoselect.formats import UnpackedWeight
 
-__all__ = ["CUDA_ERROR_HINTS", "OOM_HINTS", "RESULT_MARKER", "cause_of", "main", "run_job"]
+__all__ = [
+    "CUDA_ERROR_HINTS",
+    "OOM_HINTS",
+    "READY_MARKER",
+    "RESULT_MARKER",
+    "ROUNDS",
+    "ROUND_MARKER",
+    "Session",
+    "cause_of",
+    "main",
+    "run_job",
+    "serve",
+]
 
 #: The last line of a child's stdout starts with this, followed by the result's JSON.
 RESULT_MARKER = "AWQ_AUTOSELECT_TRIAL_RESULT "
+#: The child has built and checked its layers and waits for rounds.
+READY_MARKER = "AWQ_AUTOSELECT_TRIAL_READY"
+#: The child has timed one more round.
+ROUND_MARKER = "AWQ_AUTOSELECT_TRIAL_ROUND"
 
 #: Text of CUDA errors that mean the kernel itself faulted (the context is gone afterwards): a crash.
 CUDA_ERROR_HINTS = ("illegal memory access", "device-side assert", "misaligned address", "illegal instruction")
@@ -52,8 +73,10 @@ OOM_HINTS = (
 _NO_IMAGE = "no kernel image"
 
 _WARMUP = 3
-_REPEATS = 25
-_CPU_REPEATS = 5
+#: Rounds a trial is timed in when it runs alone (:func:`run_job`); :mod:`.interleave` drives its own.
+ROUNDS = 5
+_REPEATS = 5  # per round, on CUDA (5 rounds: the 25 samples of protocol 3)
+_CPU_REPEATS = 3
 _MAX_SETS = 32
 _L2_MULTIPLE = 2.5  # timed calls read at least this many L2 caches' worth of weights between reuses
 
@@ -132,62 +155,214 @@ def _check(
     return worst
 
 
-def _time_eager(layers: Sequence[torch.nn.Module], x: torch.Tensor, device: torch.device) -> float:
-    """Median microseconds per call of back-to-back calls over the rotating layers."""
+def _eager_sample(layers: Sequence[torch.nn.Module], x: torch.Tensor, device: torch.device) -> float:
+    """Microseconds per call of one pass of back-to-back calls over the rotating layers."""
     import torch
 
-    for _ in range(_WARMUP):
-        for layer in layers:
-            layer(x)
-    _sync(device)
-    samples: list[float] = []
     if device.type == "cuda":
         start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        for _ in range(_REPEATS):
-            start.record()
-            for layer in layers:
-                layer(x)
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) * 1000.0 / len(layers))
-    else:
-        for _ in range(_CPU_REPEATS):
-            t0 = time.perf_counter()
-            for layer in layers:
-                layer(x)
-            samples.append((time.perf_counter() - t0) * 1e6 / len(layers))
-    return statistics.median(samples)
-
-
-def _time_graph(layers: Sequence[torch.nn.Module], x: torch.Tensor, device: torch.device) -> float:
-    """Median microseconds per call of the same calls replayed from one captured CUDA graph."""
-    import torch
-
-    static = x.clone()
-    side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            for layer in layers:
-                layer(static)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = [layer(static) for layer in layers]
-    graph.replay()
-    _sync(device)
-    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-    samples: list[float] = []
-    for _ in range(_REPEATS):
         start.record()
-        graph.replay()
+        for layer in layers:
+            layer(x)
         end.record()
         end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000.0 / len(layers))
-    del outputs, graph
-    return statistics.median(samples)
+        return float(start.elapsed_time(end)) * 1000.0 / len(layers)
+    t0 = time.perf_counter()
+    for layer in layers:
+        layer(x)
+    return (time.perf_counter() - t0) * 1e6 / len(layers)
+
+
+class _Graph:
+    """The calls of one pass over the rotating layers, captured once in a CUDA graph and replayed per sample."""
+
+    def __init__(self, layers: Sequence[torch.nn.Module], x: torch.Tensor, device: torch.device) -> None:
+        import torch
+
+        self.calls = len(layers)
+        self.static = x.clone()
+        side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                for layer in layers:
+                    layer(self.static)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = [layer(self.static) for layer in layers]
+        self.graph.replay()
+        _sync(device)
+
+    def sample(self) -> float:
+        """Microseconds per call of one replay."""
+        import torch
+
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        start.record()
+        self.graph.replay()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end)) * 1000.0 / self.calls
+
+
+class _Point:
+    """One layer shape at one row count: its input, its graph, and every round's medians."""
+
+    def __init__(self, shape: int, rows: int, x: torch.Tensor) -> None:
+        self.shape = shape
+        self.rows = rows
+        self.x = x
+        self.graph: _Graph | None = None
+        self.eager: list[float] = []
+        self.replayed: list[float] = []
+
+    def timing(self) -> RowTiming:
+        graph = statistics.median(self.replayed) if self.replayed else None
+        return RowTiming(self.rows, statistics.median(self.eager), graph, tuple(self.eager), tuple(self.replayed))
+
+
+class Session:
+    """One kernel's trial, in steps the parent drives: :meth:`prepare` (build the layers, check the numbers, warm
+    up, capture the graphs), then :meth:`round` as often as the parent asks (each shape at each row count timed
+    once more: a few repeats, their median kept), then :meth:`result`. Whatever the kernel raises propagates."""
+
+    def __init__(self, job: dict[str, object], log: Callable[[str], None] = lambda text: None) -> None:
+        import torch
+
+        self.started = time.perf_counter()
+        self.log = log
+        self.kernel = Kernel(str(job["kernel"]))
+        self.device = torch.device(str(job["device"]))
+        self.job = job
+        self.notes: list[str] = []
+        self.shapes: list[tuple[LayerShape, float, Sequence[torch.nn.Module]]] = []
+        self.points: list[_Point] = []
+        self.default_threads = torch.get_num_threads()
+        self.threads = self.default_threads
+
+    def prepare(self) -> TrialResult | None:
+        """Build and check every shape; a *broken* result when a shape computes wrong numbers, else ``None``."""
+        import torch
+
+        from awq_autoselect.kernels.layers import build_layers
+
+        job, kernel, device = self.job, self.kernel, self.device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dtype = getattr(torch, CATALOGUE[kernel].dtype_on(device.type))
+        rows = sorted({int(r) for r in job["rows"]})  # type: ignore[attr-defined]
+        shapes = [LayerShape(int(a), int(b), int(c)) for a, b, c in job["shapes"]]  # type: ignore[attr-defined]
+        group_size = int(job["group_size"])  # type: ignore[call-overload]
+        zero_point = bool(job["zero_point"])
+        tolerance = float(job["tolerance"])  # type: ignore[arg-type]
+        graph_ok = bool(job.get("graph", True)) and device.type == "cuda"
+        seed = int(job.get("seed", 0))  # type: ignore[call-overload]
+        lowest_zero = 1 if CATALOGUE[kernel].zero_minus_one else 0
+        if lowest_zero and zero_point:
+            self.notes.append(
+                "zero points drawn from 1-15: the kernel cannot store 0 (selection checks the checkpoint's)"
+            )
+        # The session outlives any one block: inference mode stays on in this process, whose only job this is.
+        torch.inference_mode().__enter__()
+        for index, shape in enumerate(shapes):
+            weights = [
+                _random_weight(shape, group_size, zero_point, seed + 97 * index + i, device, lowest_zero=lowest_zero)
+                for i in range(_sets(shape, device))
+            ]
+            layers = list(build_layers(kernel, weights, device=device, dtype=dtype, max_rows=max(rows)))
+            error = _check(layers[0], weights[0], rows, dtype, device)
+            label = f"{shape.in_features}x{shape.out_features}"
+            if not error <= tolerance:
+                what = "non-finite outputs" if math.isinf(error) else f"relative error {error:.3g}"
+                return TrialResult.broken(
+                    kernel,
+                    str(device),
+                    f"wrong numbers at in_features x out_features {label}: {what} against the float32 dequantized "
+                    f"reference (tolerance {tolerance:g})",
+                    time.perf_counter() - self.started,
+                    FailureCause.WRONG,
+                )
+            del weights
+            self.shapes.append((shape, error, layers))
+            gen = torch.Generator(device=device).manual_seed(seed)
+            for count in rows:
+                x = torch.randn(_activation_shape(count, shape.in_features), generator=gen, device=device).to(dtype)
+                point = _Point(index, count, x)
+                for _ in range(_WARMUP):
+                    _eager_sample(layers, x, device)
+                if graph_ok:
+                    try:
+                        point.graph = _Graph(layers, x, device)
+                    except Exception as exc:  # not capturable: a fact about decode with graphs, not a broken kernel
+                        graph_ok = False
+                        self.notes.append(
+                            f"cannot be captured in a CUDA graph ({type(exc).__name__}: {str(exc)[:200]})"
+                        )
+                        _sync(device)  # raises if the failed capture broke the context: then it is broken
+                self.points.append(point)
+        _sync(device)
+        return None
+
+    def round(self, threads: int | None = None) -> None:
+        """Time every shape at every row count once more; ``threads``: at most that many intra-op threads for a CPU
+        trial's calls (``None``: torch's default)."""
+        import torch
+
+        wanted = self.default_threads if threads is None else max(1, min(threads, self.default_threads))
+        if self.device.type != "cuda" and wanted != self.threads:
+            torch.set_num_threads(wanted)
+            self.threads = wanted
+            for point in self.points:  # the first calls on a resized thread pool are not the kernel's time
+                _eager_sample(self.shapes[point.shape][2], point.x, self.device)
+        repeats = _REPEATS if self.device.type == "cuda" else _CPU_REPEATS
+        for point in self.points:
+            layers = self.shapes[point.shape][2]
+            point.eager.append(statistics.median(_eager_sample(layers, point.x, self.device) for _ in range(repeats)))
+            if point.graph is not None:
+                graph = point.graph
+                point.replayed.append(statistics.median(graph.sample() for _ in range(repeats)))
+        _sync(self.device)
+
+    def result(self) -> TrialResult:
+        """The *ok* result of the rounds so far."""
+        notes = list(self.notes)
+        if self.device.type != "cuda":
+            notes.append(f"no CUDA graph timings on {self.device.type}")
+        results = []
+        for index, (shape, error, _) in enumerate(self.shapes):
+            timings = tuple(p.timing() for p in self.points if p.shape == index)
+            for timing in timings:
+                self.log(
+                    f"{self.kernel.value} {shape.in_features}x{shape.out_features} rows={timing.rows}: eager "
+                    f"{timing.eager_us:.1f} us, graph {timing.graph_us}"
+                )
+            results.append(ShapeResult(shape, error, timings))
+        return TrialResult(
+            self.kernel,
+            TrialStatus.OK,
+            "; ".join(notes),
+            str(self.device),
+            tuple(results),
+            time.perf_counter() - self.started,
+            utc_timestamp(),
+        )
+
+    def failure(self, exc: BaseException) -> TrialResult:
+        """What an exception the kernel raised says about it: *broken* when the kernel is to blame, *inconclusive*
+        when not (out of memory, interrupted), as :func:`cause_of` says."""
+        cause = cause_of(exc)
+        text = " ".join(str(exc).split())[:600]
+        try:
+            _sync(self.device)
+        except Exception as sync_error:
+            text += f" (the CUDA context is unusable afterwards: {' '.join(str(sync_error).split())[:200]})"
+            if cause is FailureCause.ERROR:
+                cause = FailureCause.CRASH
+        reason = f"{type(exc).__name__}: {text}"
+        return TrialResult.failed(self.kernel, str(self.device), cause, reason, time.perf_counter() - self.started)
 
 
 def cause_of(error: BaseException) -> FailureCause:
@@ -209,114 +384,65 @@ def cause_of(error: BaseException) -> FailureCause:
 
 
 def run_job(job: dict[str, object], log: Callable[[str], None] = lambda text: None) -> TrialResult:
-    """Run one trial in this process (see the module docstring). A failure is a result, not an error: *broken*
-    when the kernel is to blame, *inconclusive* when not (out of memory, interrupted), as :func:`cause_of` says."""
-    import torch
-
-    started = time.perf_counter()
-    kernel = Kernel(str(job["kernel"]))
-    device = torch.device(str(job["device"]))
+    """Run one trial in this process, its rounds back to back (``job["rounds"]``, default :data:`ROUNDS`). A failure
+    is a result, not an error (:meth:`Session.failure`)."""
+    session = Session(job, log)
     try:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        return _measure(kernel, device, job, started, log)
+        broken = session.prepare()
+        if broken is not None:
+            return broken
+        for _ in range(int(job.get("rounds", ROUNDS))):  # type: ignore[call-overload]
+            session.round()
+        return session.result()
     except (Exception, KeyboardInterrupt) as exc:  # whatever the kernel raises is the result
-        cause = cause_of(exc)
-        text = " ".join(str(exc).split())[:600]
+        return session.failure(exc)
+
+
+def _say(marker: str, result: TrialResult | None = None) -> None:
+    print(marker + ("" if result is None else json.dumps(to_json(result))), flush=True)
+
+
+def serve(log: Callable[[str], None]) -> None:
+    """The child's side of :mod:`.interleave`: the job on the first line of stdin; then ``round [THREADS]`` (time
+    once more, answered by :data:`ROUND_MARKER`) until ``finish`` or the end of stdin (answered by the result). A
+    failure ends the trial at once, with its result."""
+    session = Session(json.loads(sys.stdin.readline()), log)
+    try:
+        broken = session.prepare()
+    except (Exception, KeyboardInterrupt) as exc:
+        _say(RESULT_MARKER, session.failure(exc))
+        return
+    if broken is not None:
+        _say(RESULT_MARKER, broken)
+        return
+    _say(READY_MARKER)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "finish":
+            break
+        if command != "round":
+            continue
         try:
-            _sync(device)
-        except Exception as sync_error:
-            text += f" (the CUDA context is unusable afterwards: {' '.join(str(sync_error).split())[:200]})"
-            if cause is FailureCause.ERROR:
-                cause = FailureCause.CRASH
-        reason = f"{type(exc).__name__}: {text}"
-        return TrialResult.failed(kernel, str(device), cause, reason, time.perf_counter() - started)
-
-
-def _measure(
-    kernel: Kernel, device: torch.device, job: dict[str, object], started: float, log: Callable[[str], None]
-) -> TrialResult:
-    import torch
-
-    from awq_autoselect.kernels.layers import build_layers
-
-    dtype = getattr(torch, CATALOGUE[kernel].dtype_on(device.type))
-    rows = sorted({int(r) for r in job["rows"]})  # type: ignore[attr-defined]
-    shapes = [LayerShape(int(a), int(b), int(c)) for a, b, c in job["shapes"]]  # type: ignore[attr-defined]
-    group_size = int(job["group_size"])  # type: ignore[call-overload]
-    zero_point = bool(job["zero_point"])
-    tolerance = float(job["tolerance"])  # type: ignore[arg-type]
-    want_graph = bool(job.get("graph", True)) and device.type == "cuda"
-    seed = int(job.get("seed", 0))  # type: ignore[call-overload]
-    notes: list[str] = []
-    lowest_zero = 1 if CATALOGUE[kernel].zero_minus_one else 0
-    if lowest_zero and zero_point:
-        notes.append("zero points drawn from 1-15: the kernel cannot store 0 (selection checks the checkpoint's)")
-    graph_ok = want_graph
-    results: list[ShapeResult] = []
-    with torch.inference_mode():
-        for index, shape in enumerate(shapes):
-            sets = _sets(shape, device)
-            weights = [
-                _random_weight(shape, group_size, zero_point, seed + 97 * index + i, device, lowest_zero=lowest_zero)
-                for i in range(sets)
-            ]
-            layers = list(build_layers(kernel, weights, device=device, dtype=dtype, max_rows=max(rows)))
-            error = _check(layers[0], weights[0], rows, dtype, device)
-            label = f"{shape.in_features}x{shape.out_features}"
-            if not error <= tolerance:
-                what = "non-finite outputs" if math.isinf(error) else f"relative error {error:.3g}"
-                return TrialResult.broken(
-                    kernel,
-                    str(device),
-                    f"wrong numbers at in_features x out_features {label}: {what} against the float32 dequantized "
-                    f"reference (tolerance {tolerance:g})",
-                    time.perf_counter() - started,
-                    FailureCause.WRONG,
-                )
-            gen = torch.Generator(device=device).manual_seed(seed)
-            timings: list[RowTiming] = []
-            for count in rows:
-                x = torch.randn(_activation_shape(count, shape.in_features), generator=gen, device=device).to(dtype)
-                eager = _time_eager(layers, x, device)
-                graph: float | None = None
-                if graph_ok:
-                    try:
-                        graph = _time_graph(layers, x, device)
-                    except Exception as exc:  # not capturable: a fact about decode with graphs, not a broken kernel
-                        graph_ok = False
-                        notes.append(f"cannot be captured in a CUDA graph ({type(exc).__name__}: {str(exc)[:200]})")
-                        _sync(device)  # raises if the failed capture broke the context: then it is broken
-                timings.append(RowTiming(count, eager, graph))
-                log(f"{kernel.value} {label} rows={count}: eager {eager:.1f} us, graph {graph}")
-            results.append(ShapeResult(shape, error, tuple(timings)))
-            del layers, weights
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    if device.type != "cuda":
-        notes.append(f"no CUDA graph timings on {device.type}")
-    return TrialResult(
-        kernel,
-        TrialStatus.OK,
-        "; ".join(notes),
-        str(device),
-        tuple(results),
-        time.perf_counter() - started,
-        utc_timestamp(),
-    )
+            session.round(int(argument) if argument else None)
+        except (Exception, KeyboardInterrupt) as exc:
+            _say(RESULT_MARKER, session.failure(exc))
+            return
+        _say(ROUND_MARKER)
+    _say(RESULT_MARKER, session.result())
 
 
 def main() -> int:
-    """Read the job from stdin, run it, print the result; exit 0 whatever the kernel did (the result says)."""
+    """Serve one trial (:func:`serve`); exit 0 whatever the kernel did (the result says)."""
     import warnings
 
-    job = json.loads(sys.stdin.read())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # AutoAWQ's and torch's chatter is not the result
-        result = run_job(job, log=lambda text: print(text, file=sys.stderr, flush=True))
-    print(RESULT_MARKER + json.dumps(to_json(result)), flush=True)
+        serve(lambda text: print(text, file=sys.stderr, flush=True))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import importlib
+
+    # Run the module everything else imports, not this __main__ copy of it: one Session class, one set of globals.
+    sys.exit(importlib.import_module("awq_autoselect.trials.child").main())

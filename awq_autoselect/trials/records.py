@@ -7,6 +7,10 @@ finish for a reason that says nothing about the kernel: a timeout, out of memory
 limit). :class:`FailureCause` is the closed set of reasons, and says which of them blame the kernel: only those are
 cached as broken, and only once a second, fresh child process has repeated them. Records are frozen and serialise
 through :mod:`awq_autoselect._codec`.
+
+Timings are kept with their spread: a kernel is timed in several rounds, in alternation with the other kernels of
+its run (:mod:`.interleave`), and :class:`RowTiming` holds each round's median beside their median; the host's load
+while the rounds ran is kept as :class:`HostLoad`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from awq_autoselect.catalogue import Kernel
 __all__ = [
     "DecodeMode",
     "FailureCause",
+    "HostLoad",
     "LayerShape",
     "RowTiming",
     "ShapeResult",
@@ -127,11 +132,66 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class RowTiming:
-    """Time of one layer call with ``rows`` input rows, median over repeats, weights rotated past the caches."""
+    """Time of one layer call with ``rows`` input rows, weights rotated past the caches: the median of the rounds'
+    medians (each round's median over a few repeats), with every round's median kept for the spread."""
 
     rows: int = field(metadata={"minimum": 1})
     eager_us: float  # back-to-back Python calls: what eager decode pays (CPU launch cost included)
     graph_us: float | None  # the same calls replayed from a CUDA graph (None: not captured, or not CUDA)
+    eager_rounds: tuple[float, ...] = ()  # each round's median, in the order the rounds ran (empty: not kept)
+    graph_rounds: tuple[float, ...] = ()
+
+    def value(self, mode: DecodeMode) -> float | None:
+        """The time in ``mode`` (``None``: not measured that way)."""
+        return self.graph_us if mode is DecodeMode.GRAPH else self.eager_us
+
+    def bounds(self, mode: DecodeMode) -> tuple[float, float] | None:
+        """The fastest and the slowest round's median in ``mode`` (the time itself twice when no rounds were kept);
+        ``None`` when not measured that way."""
+        value = self.value(mode)
+        if value is None:
+            return None
+        rounds = self.graph_rounds if mode is DecodeMode.GRAPH else self.eager_rounds
+        return (min(rounds), max(rounds)) if rounds else (value, value)
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """How busy the machine was while a trial's rounds ran, and how many threads the CPU trials used for it.
+
+    ``others_cpus`` is the CPU time other processes used during the trial (``/proc/stat`` less the trial's own
+    processes), in CPUs' worth: 1.5 means one and a half CPUs were busy with something else throughout. The host is
+    *quiet* when that is below half the CPUs (the 1-minute load average stands in where ``/proc/stat`` cannot be
+    read; it lags by a minute and counts the trial's own processes).
+    """
+
+    cpus: int = field(metadata={"minimum": 1})
+    load_1m: float | None  # os.getloadavg()'s 1-minute average when the rounds started (None: not available)
+    others_cpus: float | None  # CPUs' worth of time other processes used while the trial ran (None: not known)
+    threads: int | None = None  # the cap on a CPU trial's intra-op threads (None: torch's default, or not a CPU)
+
+    @property
+    def quiet(self) -> bool | None:
+        """Whether other processes left at least half the CPUs free (``None``: unknown on this platform)."""
+        if self.others_cpus is not None:
+            return self.others_cpus < self.cpus / 2
+        if self.load_1m is not None:
+            return self.load_1m < self.cpus / 2
+        return None
+
+    def describe(self) -> str:
+        """``"other processes used 1.6 of 2 CPUs (busy); load average 2.31"``."""
+        state = {True: "quiet", False: "busy", None: "load unknown"}[self.quiet]
+        parts = []
+        if self.others_cpus is not None:
+            parts.append(f"other processes used {self.others_cpus:.1f} of {self.cpus} CPUs ({state})")
+        else:
+            parts.append(f"{self.cpus} CPUs ({state})")
+        if self.load_1m is not None:
+            parts.append(f"load average {self.load_1m:.2f}")
+        if self.threads is not None:
+            parts.append(f"timed with at most {self.threads} thread{'s' if self.threads != 1 else ''} per call")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -161,6 +221,8 @@ class TrialResult:
     cause: FailureCause | None = None  # None when ok
     confirmed: bool = False  # broken, and a second fresh child process failed again: only then is it cached
     measured_by: str = ""  # what ran the trial ("awq-autoselect tune", "load_quantized_auto", ...)
+    host: HostLoad | None = None  # the host's load while the rounds ran (None: failed before, or not recorded)
+    thin: str = ""  # why this result is thin (tied within noise on a busy host): the next quiet load measures again
 
     @classmethod
     def failed(cls, kernel: Kernel, device: str, cause: FailureCause, reason: str, seconds: float) -> TrialResult:
@@ -209,13 +271,27 @@ class TrialResult:
         total = 0.0
         for shape in self.shapes:
             timing = shape.timing(rows)
-            if timing is None:
-                return None
-            value = timing.graph_us if mode is DecodeMode.GRAPH else timing.eager_us
+            value = None if timing is None else timing.value(mode)
             if value is None:
                 return None
             total += value * shape.shape.count
         return total / 1000.0
+
+    def layers_bounds_ms(self, rows: int, mode: DecodeMode) -> tuple[float, float] | None:
+        """:meth:`layers_ms` of the fastest and of the slowest round of every shape: bounds of that time (``None``
+        when not measured in that mode). Summing each shape's extremes makes the spread of the total an upper bound
+        of the rounds' own, so a tie is never missed for want of it."""
+        if not self.ok or not self.shapes:
+            return None
+        low = high = 0.0
+        for shape in self.shapes:
+            timing = shape.timing(rows)
+            bounds = None if timing is None else timing.bounds(mode)
+            if bounds is None:
+                return None
+            low += bounds[0] * shape.shape.count
+            high += bounds[1] * shape.shape.count
+        return low / 1000.0, high / 1000.0
 
     def step_ms(self, rows: int, mode: DecodeMode) -> tuple[float, DecodeMode] | None:
         """:meth:`layers_ms` in ``mode``, or eagerly when the kernel could not be captured in a graph (decode would
@@ -232,7 +308,7 @@ class TrialResult:
         for shape in self.shapes:
             timing = shape.timing(rows)
             if timing is not None:
-                value = timing.graph_us if mode is DecodeMode.GRAPH else timing.eager_us
+                value = timing.value(mode)
                 if value is not None:
                     per_shape.append(f"{shape.shape.in_features}x{shape.shape.out_features} {value:.1f} us")
         return ", ".join(per_shape)

@@ -1,9 +1,11 @@
-"""Running trials: one child process per kernel, with a timeout, results cached on disk.
+"""Running trials: the cache first, then one child process per kernel, timed in alternating rounds, with a
+timeout; results cached on disk.
 
 The caller's process never runs a kernel here: each is run by ``python -m awq_autoselect.trials.child`` (see
 :mod:`.child`), so a kernel that poisons its CUDA context, aborts, segfaults or hangs costs only that process, and
 the result says why (:class:`~.records.FailureCause`: the signal's name, the CUDA error, "did not finish within
-N s").
+N s"). The kernels that run in one call are alive together and timed round by round in alternation
+(:mod:`.interleave`).
 
 Verdicts by cause: a failure that is the kernel's own (a crash, wrong numbers, an import or "no kernel image"
 failure, an error it raises) makes it *broken*, and is run once more in a fresh child before the cache keeps it;
@@ -12,10 +14,11 @@ interruption, a resource limit) is *inconclusive*: never cached; an interruption
 is retried once.
 
 Two processes that need the same trial at once: the first runs it while holding the entry's lock; the second waits
-for it (at most twice the trial timeout and half a minute) and reads the result from the cache.
+for it (at most twice the trial timeout and half a minute) and reads the result from the cache. A call holds the
+locks of all the kernels it runs, taken in catalogue order by every process.
 
-A first trial takes seconds to minutes (8 s for a tiny model on a CPU, 90 s for a 7B model with AutoAWQ's kernels
-on an H200), so the kernels that run get a progress bar (tqdm's ``tqdm.auto``: a widget in Jupyter, text in a
+A first trial takes seconds to minutes (8 s for a tiny model's two CPU kernels, 90 s for a 7B model with AutoAWQ's
+kernels on an H200), so the kernels that run get a progress bar (tqdm's ``tqdm.auto``: a widget in Jupyter, text in a
 terminal), on stderr. The rule (:func:`progress_enabled`): shown when stderr is a terminal or the code runs in a
 notebook, never in logs, pipes or CI; ``show_progress=True``/``False`` (``progress=`` of the loader) or
 ``$AWQ_AUTOSELECT_PROGRESS`` (``1``/``0``) decides instead. Answers from the cache draw no bar.
@@ -25,24 +28,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from awq_autoselect import settings
-from awq_autoselect.catalogue import Kernel
+from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.checkpoint import CheckpointInfo
 from awq_autoselect.errors import InvalidArgumentError
 
-from .cache import MachineKey, QuantSignature, TrialCache, machine_key
-from .child import CUDA_ERROR_HINTS, OOM_HINTS, RESULT_MARKER
-from .records import FailureCause, LayerShape, TrialReport, TrialResult, TrialStatus
+from .cache import CacheLookup, TrialCache, cached_trials, layer_shapes, signature_of
+from .interleave import run_group
+from .records import FailureCause, TrialReport, TrialResult, TrialStatus
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -70,9 +69,6 @@ PROGRESS_ENV = settings.PROGRESS
 #: The numeric check's tolerance: the loader's probe tolerance.
 TOLERANCE = 0.02
 
-# Signals that end a child from outside, or for want of a resource: not the kernel's doing.
-_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-_RESOURCE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGXCPU, signal.SIGXFSZ})
 # Causes worth one more child at once: the next one may well finish.
 _RETRIED = frozenset({FailureCause.INTERRUPTED, FailureCause.RESOURCE})
 
@@ -133,22 +129,6 @@ class _Bar(Protocol):
     def close(self) -> None: ...
 
 
-def layer_shapes(info: CheckpointInfo) -> tuple[LayerShape, ...]:
-    """The checkpoint's distinct quantized layer shapes, with how many layers have each."""
-    counts: dict[tuple[int, int], int] = {}
-    for layer in info.layers:
-        key = (layer.in_features, layer.out_features)
-        counts[key] = counts.get(key, 0) + 1
-    return tuple(LayerShape(k, n, c) for (k, n), c in sorted(counts.items()))
-
-
-def signature_of(info: CheckpointInfo) -> QuantSignature:
-    """The checkpoint's quantization signature (the cache key's checkpoint part)."""
-    return QuantSignature(
-        bits=info.quant.bits, group_size=info.quant.group_size, zero_point=info.quant.zero_point, shapes=info.shapes()
-    )
-
-
 def _timeout(explicit: float | None) -> float:
     if explicit is None:
         return settings.current().trial_timeout_s
@@ -160,133 +140,43 @@ def _timeout(explicit: float | None) -> float:
     return value
 
 
-def _tail(text: str, lines: int = 3) -> str:
-    kept = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
-    return " | ".join(kept)[-500:]
-
-
-class _Lookup:
-    """The cache entries that answer for one checkpoint on one device at some row counts."""
-
-    def __init__(self, info: CheckpointInfo, device: str, rows: Sequence[int], cache: TrialCache | None) -> None:
-        self.store = cache if cache is not None else TrialCache()
-        self.enabled = self.store.usable(info.path)  # a refused folder is neither read nor written
-        self.checkpoint = info.path
-        self.machine: MachineKey = machine_key(device)
-        self.signature = signature_of(info)
-        self.shapes = layer_shapes(info)
-        self.wanted = frozenset(int(r) for r in rows)
-
-    def answer(self, kernel: Kernel) -> TrialResult | None:
-        """The cached result if it answers: broken, or measured at every wanted row count."""
-        if not self.enabled:
-            return None
-        cached = self.store.get(self.machine, kernel, self.signature, self.shapes)
-        if cached is not None and (not cached.ok or self.wanted <= cached.rows_measured()):
-            return cached
-        return None
-
-    def keep(self, kernel: Kernel, result: TrialResult) -> None:
-        """Cache ``result`` when it may be cached; an unwritable entry costs a re-run later, nothing more."""
-        if not self.enabled or not result.cacheable:
-            return
-        try:
-            self.store.put(self.machine, kernel, self.signature, result, self.checkpoint)
-        except Exception as exc:
-            logger.warning("could not cache the trial of %s: %s", kernel.value, exc)
-
-
-def _signal_cause(number: int) -> tuple[FailureCause, str]:
-    try:
-        sig = signal.Signals(number)
-    except ValueError:
-        return FailureCause.CRASH, f"signal {number}"
-    if sig in _INTERRUPTS:
-        return FailureCause.INTERRUPTED, sig.name
-    if sig in _RESOURCE_SIGNALS:
-        hint = " (the system's out-of-memory killer, or a limit)" if sig is signal.SIGKILL else ""
-        return FailureCause.RESOURCE, sig.name + hint
-    return FailureCause.CRASH, sig.name
-
-
-def _exit_cause(returncode: int, stderr: str) -> tuple[FailureCause, str]:
-    """The cause and the words for a child that ended without a result."""
-    lowered = stderr.lower()
-    cuda = next((hint for hint in CUDA_ERROR_HINTS if hint in lowered), None)
-    if returncode < 0:
-        cause, name = _signal_cause(-returncode)
-        what = f"the trial process was killed by {name}"
-    else:
-        cause, what = FailureCause.PROCESS, f"the trial process exited with status {returncode} without a result"
-    if cause in (FailureCause.CRASH, FailureCause.PROCESS):
-        if "no kernel image" in lowered:
-            return FailureCause.NO_IMAGE, what + " after a CUDA error (no kernel image)"
-        if cuda is not None:
-            return FailureCause.CRASH, what + f" after a CUDA error ({cuda})"
-        if cause is FailureCause.PROCESS and any(hint in lowered for hint in OOM_HINTS):
-            return FailureCause.OOM, what + " (out of memory)"
-    return cause, what
-
-
-def _run_child(kernel: Kernel, job: dict[str, object], timeout_s: float) -> TrialResult:
-    device = str(job["device"])
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "awq_autoselect.trials.child"]
-    try:
-        done = subprocess.run(
-            command, input=json.dumps(job), capture_output=True, text=True, timeout=timeout_s, check=False
+def _verdicts(
+    jobs: dict[Kernel, dict[str, object]], timeout_s: float, on_round: Callable[[int, int], None] | None
+) -> dict[Kernel, TrialResult]:
+    """The kernels' verdicts: their children run together (:func:`~.interleave.run_group`), then a second, fresh
+    child for each broken result (to confirm it) and for each that was interrupted or could not start (to retry)."""
+    results = run_group(jobs, timeout_s, on_round=on_round)
+    retry = [k for k, r in results.items() if r.inconclusive and r.cause in _RETRIED]
+    if retry:
+        for kernel in retry:
+            logger.info("trial of %s %s; trying once more: %s", kernel.value, _words(results[kernel]), results[kernel])
+        again = run_group({k: jobs[k] for k in retry}, timeout_s)
+        for kernel in retry:
+            note = f"retried after the first trial process {_words(results[kernel])}"
+            results[kernel] = dataclasses.replace(
+                again[kernel], reason="; ".join(x for x in (again[kernel].reason, note) if x)
+            )
+    broken = [k for k, r in results.items() if r.status is TrialStatus.BROKEN]
+    if not broken:
+        return results
+    for kernel in broken:
+        first = results[kernel]
+        logger.info("trial of %s %s; confirming in a fresh process: %s", kernel.value, _words(first), first.reason)
+    second = run_group({k: jobs[k] for k in broken}, timeout_s)
+    for kernel in broken:
+        first, repeat = results[kernel], second[kernel]
+        if repeat.status is TrialStatus.BROKEN:
+            results[kernel] = dataclasses.replace(
+                first, confirmed=True, reason=first.reason + " (repeated in a second trial process)"
+            )
+            continue
+        outcome = "passed" if repeat.ok else f"{_words(repeat)}: {repeat.reason}"
+        results[kernel] = dataclasses.replace(
+            first,
+            reason=f"{first.reason} (not repeated in a second trial process, which {outcome}; not cached: the next "
+            "load tries it again)",
         )
-    except subprocess.TimeoutExpired:
-        return TrialResult.failed(
-            kernel,
-            device,
-            FailureCause.TIMEOUT,
-            f"the trial did not finish within {timeout_s:g} s (killed; not the kernel's fault as far as is known: "
-            f"raise {TIMEOUT_ENV} or tune --timeout for a large model)",
-            timeout_s,
-        )
-    except OSError as exc:
-        return TrialResult.failed(
-            kernel,
-            device,
-            FailureCause.RESOURCE,
-            f"the trial process could not start: {exc}",
-            time.perf_counter() - started,
-        )
-    seconds = time.perf_counter() - started
-    marked = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
-    if done.returncode == 0 and marked:
-        from awq_autoselect._codec import from_json
-
-        result = from_json(TrialResult, json.loads(marked[-1][len(RESULT_MARKER) :]))
-        assert isinstance(result, TrialResult)
-        return result
-    stderr = done.stderr or ""
-    cause, what = _exit_cause(done.returncode, stderr)
-    return TrialResult.failed(kernel, device, cause, f"{what}: {_tail(stderr) or 'no output'}", seconds)
-
-
-def _trial(kernel: Kernel, job: dict[str, object], timeout_s: float) -> TrialResult:
-    """One kernel's verdict: a child process, and a second one to confirm a broken result or to retry one that was
-    interrupted or could not start."""
-    first = _run_child(kernel, job, timeout_s)
-    if first.inconclusive and first.cause in _RETRIED:
-        logger.info("trial of %s %s; trying once more: %s", kernel.value, _words(first), first.reason)
-        retried = _run_child(kernel, job, timeout_s)
-        note = f"retried after the first trial process {_words(first)}"
-        first = dataclasses.replace(retried, reason="; ".join(x for x in (retried.reason, note) if x))
-    if first.status is not TrialStatus.BROKEN:
-        return first
-    logger.info("trial of %s %s; confirming in a fresh process: %s", kernel.value, _words(first), first.reason)
-    second = _run_child(kernel, job, timeout_s)
-    if second.status is TrialStatus.BROKEN:
-        return dataclasses.replace(first, confirmed=True, reason=first.reason + " (repeated in a second trial process)")
-    outcome = "passed" if second.ok else f"{_words(second)}: {second.reason}"
-    return dataclasses.replace(
-        first,
-        reason=f"{first.reason} (not repeated in a second trial process, which {outcome}; not cached: the next load "
-        "tries it again)",
-    )
+    return results
 
 
 def _words(result: TrialResult) -> str:
@@ -319,8 +209,8 @@ def run_trials(
         cache: where results are kept (default: the user cache folder); ``use_cache=False`` runs every trial
             again and overwrites what is cached. A folder that cannot be used (:meth:`TrialCache.usable`) is left
             alone, with one warning per process.
-        timeout_s: seconds one kernel's child process may take (default :data:`DEFAULT_TIMEOUT_S`, or
-            ``$AWQ_AUTOSELECT_TRIAL_TIMEOUT``).
+        timeout_s: seconds one kernel's child process may spend on its own setup and rounds (not on waiting for the
+            others' rounds; default :data:`DEFAULT_TIMEOUT_S`, or ``$AWQ_AUTOSELECT_TRIAL_TIMEOUT``).
         progress: called as ``progress(index, total, kernel, status)`` before and after each kernel.
         show_progress: draw a progress bar over the kernels that run (not those the cache answers) on stderr;
             ``None``: :func:`progress_enabled` decides (a terminal or a notebook).
@@ -339,68 +229,98 @@ def run_trials(
     limit = _timeout(timeout_s)
     show = progress_enabled(show_progress)
     patience = 2 * limit + 30.0 if wait_s is None else max(0.0, float(wait_s))
-    lookup = _Lookup(info, device, rows, cache)
-    wanted = sorted(lookup.wanted)
-    results: list[TrialResult] = []
-    from_cache: list[Kernel] = []
-    answers = [lookup.answer(kernel) if use_cache else None for kernel in kernels]
-    to_run = sum(answer is None for answer in answers)
-    bar = _progress_bar(to_run, device) if show and to_run else None
+    lookup = CacheLookup(info, device, rows, cache)
+    total = len(kernels)
+    answers: dict[Kernel, TrialResult] = {}
+    from_cache: set[Kernel] = set()
+    for index, kernel in enumerate(kernels, start=1):
+        cached = lookup.answer(kernel) if use_cache else None
+        if cached is not None:
+            answers[kernel] = cached
+            from_cache.add(kernel)
+            if progress is not None:
+                progress(index, total, kernel, f"cached: {cached.status.value}")
+    to_run = [k for k in dict.fromkeys(kernels) if k not in answers]
+    position = {kernel: index for index, kernel in enumerate(kernels, start=1)}
+    bar = _progress_bar(len(to_run), device) if show and to_run else None
     try:
-        for index, (kernel, cached) in enumerate(zip(kernels, answers, strict=True), start=1):
-            if cached is not None:
-                results.append(cached)
-                from_cache.append(kernel)
-                if progress is not None:
-                    progress(index, len(kernels), kernel, f"cached: {cached.status.value}")
-                continue
-            job: dict[str, object] = {
-                "kernel": kernel.value,
-                "device": device,
-                "shapes": [[s.in_features, s.out_features, s.count] for s in lookup.shapes],
-                "group_size": info.quant.group_size,
-                "zero_point": info.quant.zero_point,
-                "rows": wanted,
-                "graph": graph,
-                "tolerance": TOLERANCE,
-            }
+        with contextlib.ExitStack() as held_while_running:
+            running: list[Kernel] = []
+            # Entries are claimed in one order by every process, so two processes never wait for each other in turn.
+            for kernel in sorted(to_run, key=_CATALOGUE_ORDER.__getitem__):
 
-            def waiting(index: int = index, kernel: Kernel = kernel) -> None:
-                logger.info("another process is running the trial of %s; waiting for its result", kernel.value)
-                if progress is not None:
-                    progress(index, len(kernels), kernel, "waiting for another process's trial")
+                def waiting(kernel: Kernel = kernel) -> None:
+                    logger.info("another process is running the trial of %s; waiting for its result", kernel.value)
+                    if progress is not None:
+                        progress(position[kernel], total, kernel, "waiting for another process's trial")
 
-            with _claimed(lookup, kernel, patience, waiting) as held:
+                entry = contextlib.ExitStack()
+                held = entry.enter_context(_claimed(lookup, kernel, patience, waiting))
                 # Whoever held the entry may have measured it meanwhile: read again before measuring.
                 meanwhile = lookup.answer(kernel) if use_cache and held else None
-                if meanwhile is not None:
-                    results.append(meanwhile)
-                    from_cache.append(kernel)
+                if meanwhile is None:
+                    held_while_running.enter_context(entry)
+                    running.append(kernel)
+                    continue
+                entry.close()
+                answers[kernel] = meanwhile
+                from_cache.add(kernel)
+                if bar is not None:
+                    bar.update(1)
+                if progress is not None:
+                    progress(position[kernel], total, kernel, f"cached: {meanwhile.status.value}")
+            running = [k for k in to_run if k in running]  # the caller's order again
+            for kernel in running:
+                if progress is not None:
+                    progress(position[kernel], total, kernel, "running")
+            if running:
+                jobs = {kernel: _job(kernel, device, lookup, info, graph) for kernel in running}
+
+                def on_round(done: int, rounds: int) -> None:
+                    if bar is not None:
+                        bar.set_postfix_str(f"round {done}/{rounds}")
+
+                if bar is not None:
+                    bar.set_postfix_str(", ".join(k.value for k in running))
+                measured = _verdicts(jobs, limit, on_round)
+                for kernel in running:
+                    result = dataclasses.replace(measured[kernel], measured_by=measured_by)
+                    logger.info("trial %s on %s: %s %s", kernel.value, device, result.status.value, result.reason)
+                    lookup.keep(kernel, result)
+                    answers[kernel] = result
                     if bar is not None:
                         bar.update(1)
                     if progress is not None:
-                        progress(index, len(kernels), kernel, f"cached: {meanwhile.status.value}")
-                    continue
-                if progress is not None:
-                    progress(index, len(kernels), kernel, "running")
-                if bar is not None:
-                    bar.set_postfix_str(kernel.value)
-                result = dataclasses.replace(_trial(kernel, job, limit), measured_by=measured_by)
-                logger.info("trial %s on %s: %s %s", kernel.value, device, result.status.value, result.reason)
-                lookup.keep(kernel, result)
-            results.append(result)
-            if bar is not None:
-                bar.update(1)
-            if progress is not None:
-                progress(index, len(kernels), kernel, result.status.value)
+                        progress(position[kernel], total, kernel, result.status.value)
     finally:
         if bar is not None:
             bar.close()
-    return TrialReport(device=device, results=tuple(results), from_cache=tuple(from_cache), checkpoint=str(info.path))
+    return TrialReport(
+        device=device,
+        results=tuple(answers[k] for k in dict.fromkeys(kernels)),
+        from_cache=tuple(k for k in dict.fromkeys(kernels) if k in from_cache),
+        checkpoint=str(info.path),
+    )
+
+
+_CATALOGUE_ORDER = {kernel: index for index, kernel in enumerate(CATALOGUE)}
+
+
+def _job(kernel: Kernel, device: str, lookup: CacheLookup, info: CheckpointInfo, graph: bool) -> dict[str, object]:
+    return {
+        "kernel": kernel.value,
+        "device": device,
+        "shapes": [[s.in_features, s.out_features, s.count] for s in lookup.shapes],
+        "group_size": info.quant.group_size,
+        "zero_point": info.quant.zero_point,
+        "rows": sorted(lookup.wanted),
+        "graph": graph,
+        "tolerance": TOLERANCE,
+    }
 
 
 @contextlib.contextmanager
-def _claimed(lookup: _Lookup, kernel: Kernel, wait_s: float, on_wait: Callable[[], None]) -> Iterator[bool]:
+def _claimed(lookup: CacheLookup, kernel: Kernel, wait_s: float, on_wait: Callable[[], None]) -> Iterator[bool]:
     """The entry's lock while its trial runs (see :meth:`TrialCache.claim`); nothing when the cache is refused."""
     if not lookup.enabled:
         yield False
@@ -414,16 +334,3 @@ def _claimed(lookup: _Lookup, kernel: Kernel, wait_s: float, on_wait: Callable[[
             logger.warning("could not lock the trial cache entry of %s: %s", kernel.value, exc)
             held = False
         yield held
-
-
-def cached_trials(info: CheckpointInfo, kernels: Sequence[Kernel], *, device: str, rows: Sequence[int]) -> TrialReport:
-    """What the cache knows for ``kernels`` (no trial is run); kernels without an answer are left out.
-
-    Raises:
-        InvalidArgumentError: an ``AWQ_AUTOSELECT_*`` variable holds a bad value (:mod:`awq_autoselect.settings`).
-    """
-    lookup = _Lookup(info, device, rows, None)
-    found = [cached for kernel in kernels if (cached := lookup.answer(kernel)) is not None]
-    return TrialReport(
-        device=device, results=tuple(found), from_cache=tuple(r.kernel for r in found), checkpoint=str(info.path)
-    )

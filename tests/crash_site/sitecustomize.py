@@ -9,7 +9,8 @@ in the first process that finds the file missing (it creates it): a failure that
 the real ones; only their ``forward`` is replaced, after they are built.
 
 ``AWQ_TEST_TRIAL_LOG=<file>`` appends ``<kernel> <pid>`` to the file each time a process builds a kernel's layers,
-so a test can count the child processes a trial ran (whether or not a kernel is broken).
+so a test can count the child processes a trial ran (whether or not a kernel is broken). ``AWQ_TEST_ROUND_LOG=<file>``
+appends ``<kernel>`` each time a child starts a timed round: the order the rounds ran in.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _KERNELS = {k.strip() for k in os.environ.get("AWQ_TEST_BREAK_KERNEL", "").split
 _HOW = os.environ.get("AWQ_TEST_BREAK_HOW", "segfault")
 _ONCE = os.environ.get("AWQ_TEST_BREAK_ONCE")
 _LOG = os.environ.get("AWQ_TEST_TRIAL_LOG")
+_ROUNDS = os.environ.get("AWQ_TEST_ROUND_LOG")
 
 
 def _first_time() -> bool:
@@ -75,3 +77,16 @@ if _KERNELS or _LOG:
         return built
 
     _layers.build_layers = _build_layers
+
+if _ROUNDS:
+    import awq_autoselect.trials.child as _child
+
+    _round = _child.Session.round
+    _round_log = _ROUNDS
+
+    def _logged_round(self, threads=None):  # type: ignore[no-untyped-def]
+        with open(_round_log, "a", encoding="utf-8") as log:
+            log.write(f"{self.kernel.value}\n")
+        return _round(self, threads)
+
+    _child.Session.round = _logged_round  # type: ignore[method-assign]
