@@ -166,6 +166,11 @@ def _policy(trials: TrialPolicy | bool | None) -> TrialPolicy:
     return TrialPolicy.RUN if trials_enabled(trials) else TrialPolicy.OFF
 
 
+def _only_experimental(reasons: Sequence[str]) -> bool:
+    """Whether a kernel was rejected for being experimental and for nothing else (it runs when named)."""
+    return bool(reasons) and all(r.startswith("experimental, not chosen automatically") for r in reasons)
+
+
 def plan(
     info: CheckpointInfo | QuantConfig,
     *,
@@ -246,7 +251,10 @@ def plan(
         show_progress,
         measured_by,
     )
-    chain = [k for k in select(False).chain if only is None or k in only]
+    published = select(False)
+    chain = [k for k in published.chain if only is None or k in only]
+    if only is not None:  # a benchmark that names an experimental kernel trials it like any other it names
+        chain += [k for k in only if k not in chain and _only_experimental(published.rejected.get(k, ()))]
     to_try = chain if requested == "auto" else chain[:1]
     report = setup.run(to_try, use_cache=policy is not TrialPolicy.REFRESH)
     rest = chain[len(to_try) :] if fallback else []

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
-import sys
 from collections.abc import Sequence
 
 from awq_autoselect import settings as environment_settings
@@ -28,7 +27,7 @@ from awq_autoselect.checkpoint import CheckpointInfo, check_fits_context, read_c
 from awq_autoselect.devices import parse_device, resolve_device
 from awq_autoselect.errors import InvalidArgumentError, NoCompatibleKernelError
 from awq_autoselect.hub import resolve_checkpoint
-from awq_autoselect.trials.runner import trials_enabled
+from awq_autoselect.trials.runner import progress_enabled, trials_enabled
 from awq_autoselect.workload import Workload
 
 from .decoders import parse_decode_modes
@@ -224,7 +223,8 @@ def benchmark_versions(
         prompt: a text to use instead of random token ids; tokenized with the checkpoint's tokenizer and
             truncated to ``prompt_tokens``, or repeated until it fills them.
         seed: seed of the random prompt ids (the same ids for every version).
-        progress: show a tqdm progress bar; ``None``: only when stderr is a terminal.
+        progress: show a tqdm progress bar; ``None``: ``$AWQ_AUTOSELECT_PROGRESS``, else on a terminal or in a
+            notebook (:func:`awq_autoselect.trials.progress_enabled`).
         kernel_time: profile one extra, untimed run per version and batch size with torch.profiler to get GPU
             kernel time per decode token (CUDA only).
         peak_bandwidth_gbps: the card's peak memory bandwidth in GB/s, overriding the datasheet table and the
@@ -254,6 +254,7 @@ def benchmark_versions(
     """
     started = _dt.datetime.now(_dt.timezone.utc)
     environment_settings.current()  # a bad AWQ_AUTOSELECT_* value is refused before anything runs
+    show = progress_enabled(progress)  # a progress= that is not a bool is refused here, before any work
     sizes = _check_settings(prompt_tokens, new_tokens, batch_sizes, repeats, warmup)
     modes = _decode_modes(decode, cuda_graph)
     if peak_bandwidth_gbps is not None and not peak_bandwidth_gbps > 0:
@@ -288,7 +289,6 @@ def benchmark_versions(
     dev.prime()
     metadata = run_metadata(dev, started, peak_bandwidth_gbps)
     per_batch = len(modes) * len(names) * (warmup + repeats + (1 if kernel_time and dev.is_cuda else 0))
-    show = sys.stderr.isatty() if progress is None else progress
     bar = Progress(show, per_batch * len(sizes))
     if loader is default_loader:  # the benchmark's trial setting reaches the loads it makes
         loader = functools.partial(default_loader, trials=trials)
