@@ -12,6 +12,7 @@ from awq_autoselect import settings
 from awq_autoselect.cli import EXIT_USAGE
 from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.settings import SETTINGS, Settings
+from awq_autoselect.trials.child import READY_MARKER, RESULT_MARKER, ROUND_MARKER
 from tests.helpers import QuantizedFactory, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,6 @@ def test_every_variable_the_project_names_is_in_the_table() -> None:
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in (".py", ".md", ".sh") and path.is_file():
                 named.update(re.findall(r"\bAWQ_AUTOSELECT_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
-    named.discard("AWQ_AUTOSELECT_TRIAL_RESULT")  # the child's result marker on stdout, not a variable
+    named -= {m.strip() for m in (RESULT_MARKER, READY_MARKER, ROUND_MARKER)}  # the trial child's stdout markers
     assert named <= known, sorted(named - known)
     assert known <= named  # and every row is used somewhere
