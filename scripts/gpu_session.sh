@@ -21,6 +21,10 @@
 #              fp16 cuBLAS), one row
 #   triton7b   bench through generate(): gemv_triton, torch_int4 and fp16, batch 1, prompt 128, 128 new tokens
 #   tests-gemv the GPU tests of the gemv kernels and gemv_triton
+#   firstreply scripts/first_reply.py in fresh processes: cold (empty trial and compile caches), then warm (the same
+#              caches kept); then `tune --json` reads the quiet ranking the cold load measured
+#   tunebusy   tune from an empty trial cache twice while another process keeps the GPU busy with a matmul loop
+# Steps whose results depend on AutoAWQ's kernels name their files kern-* or nokern-* (AWQ_KERNELS_DIR set or not).
 # With AutoAWQ's kernels built for this machine, put their folder on PYTHONPATH with AWQ_KERNELS_DIR=/path.
 # Results: $OUT/results.tgz and $OUT/summary.txt (the device tool returns at most 8 files).
 set -uo pipefail
@@ -177,6 +181,58 @@ step_triton7b() {
 }
 step_tests_gemv() {
     gpu_tests tests-gemv tests/test_int4_gemv.py tests/test_triton_int4.py
+}
+LABEL=$([[ -n "${AWQ_KERNELS_DIR:-}" ]] && echo kern || echo nokern)
+summarize_tune() {  # $1: tune --json output; the ranking with margins and spread, and each result's notes
+    python3 - "$1" <<'PY' 2>&1 | tee -a "$RES/summary.txt"
+import json, sys
+data = json.load(open(sys.argv[1]))
+sel = data["selection"]
+print("selected:", sel["kernel"], "| chain:", " > ".join(sel["chain"]), "|", "; ".join(sel["notes"][1:]))
+for c in sel["candidates"]:
+    if c["measured_ms"] is not None:
+        print(f"  {c['kernel']:<12} {c['measured_ms']:9.2f} ms/request  spread {c['spread_ms']:7.2f}  "
+              f"margin {c['margin_ms']:8.2f}  noise {c['noise_ms']:7.2f}  tie {c['tie']}")
+for r in data["results"]:
+    host = r.get("host") or {}
+    print(f"  {r['kernel']:<12} {r['status']:<12} {r['seconds']:6.1f} s  others_cpus={host.get('others_cpus')} "
+          f"{(r.get('reason') or '')[:200]}")
+PY
+}
+step_firstreply() {
+    local caches="/tmp/first-reply-$LABEL" run
+    rm -rf "$caches"; mkdir -p "$caches"
+    for run in cold warm; do
+        (( $(left) < 150 )) && { log "firstreply $run skipped: $(left) s left"; continue; }
+        log "firstreply $LABEL $run"
+        AWQ_AUTOSELECT_CACHE_DIR="$caches/trials" TORCHINDUCTOR_CACHE_DIR="$caches/inductor" \
+            TRITON_CACHE_DIR="$caches/triton" timeout 280 python3 scripts/first_reply.py "$CKPT" \
+            --out "$RES/first-reply-$LABEL-$run.json" --label "$LABEL-$run" --launched-at "$(date +%s.%N)" \
+            > "$RES/first-reply-$LABEL-$run.txt" 2>&1
+        log "firstreply $run exit $?"; tail -1 "$RES/first-reply-$LABEL-$run.txt" | tee -a "$RES/summary.txt"
+    done
+    AWQ_AUTOSELECT_CACHE_DIR="$caches/trials" timeout 120 python3 -m awq_autoselect tune "$CKPT" --json \
+        > "$RES/tune-$LABEL-quiet.json" 2> "$RES/tune-$LABEL-quiet.err"
+    log "tune $LABEL quiet (the cold load's trials, from the cache) exit $?"; summarize_tune "$RES/tune-$LABEL-quiet.json"
+}
+step_tunebusy() {
+    local run busy
+    for run in busy1 busy2; do
+        (( $(left) < 120 )) && { log "tunebusy $run skipped: $(left) s left"; continue; }
+        python3 -c 'import time, torch
+a = torch.randn(8192, 8192, device="cuda", dtype=torch.half)
+while True:
+    for _ in range(20): a @ a
+    torch.cuda.synchronize()' > "$RES/busy-$LABEL-$run.log" 2>&1 &
+        busy=$!
+        sleep 8  # the loop is running before the trials start
+        log "tune $LABEL $run (a matmul loop keeps the GPU busy)"
+        AWQ_AUTOSELECT_CACHE_DIR="/tmp/tune-$LABEL-$run" timeout 240 python3 -m awq_autoselect tune "$CKPT" --json \
+            > "$RES/tune-$LABEL-$run.json" 2> "$RES/tune-$LABEL-$run.err"
+        log "tune $LABEL $run exit $?"
+        kill "$busy"; wait "$busy" 2>/dev/null
+        summarize_tune "$RES/tune-$LABEL-$run.json"
+    done
 }
 for step in ${STEPS//,/ }; do
     "step_${step//-/_}" || log "step $step failed"

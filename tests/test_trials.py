@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -111,8 +112,10 @@ def test_the_kernels_of_a_run_are_timed_in_alternating_rounds_each_in_its_own_ch
 ) -> None:
     """Interleaving keeps crash isolation: one child per kernel, their rounds in alternation (A B, B A, A B, ...), and
     every timing keeps its rounds' medians; the host's load while they ran is kept with each result."""
+    from awq_autoselect.trials import interleave
     from awq_autoselect.trials.interleave import ROUNDS
 
+    monkeypatch.setattr(interleave, "CUT_FACTOR", math.inf)  # both run every round, however far apart they are here
     log, rounds = tmp_path / "trials.log", tmp_path / "rounds.log"
     _break(monkeypatch, "", "", log=log)
     monkeypatch.setenv("AWQ_TEST_ROUND_LOG", str(rounds))
@@ -139,6 +142,29 @@ def test_the_kernels_of_a_run_are_timed_in_alternating_rounds_each_in_its_own_ch
     stored = cache.get(machine_key("cpu"), Kernel.TORCH_INT4, signature_of(info), ())
     assert stored is not None
     assert stored.host == report.results[0].host  # the load is cached with the timings
+
+
+def test_a_kernel_that_cannot_win_stops_being_timed_after_its_first_round(
+    checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """gemm_torch made to sleep 2 ms in every call (right numbers, far slower than torch_int4 at every row count):
+    one round shows it cannot win, its trial ends there, ok and cached, and says so; torch_int4 runs every round."""
+    from awq_autoselect.trials.interleave import ROUNDS
+
+    rounds = tmp_path / "rounds.log"
+    _break(monkeypatch, "gemm_torch", "slow")
+    monkeypatch.setenv("AWQ_TEST_ROUND_LOG", str(rounds))
+    info = read_checkpoint(checkpoint)
+    report = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1, 8), cache=cache)
+    assert Counter(rounds.read_text().split()) == Counter({"torch_int4": ROUNDS, "gemm_torch": 1})
+    fast, slow = report.results
+    assert fast.ok and slow.ok, (fast.reason, slow.reason)
+    assert f"timed in 1 of {ROUNDS} rounds" in slow.reason
+    assert "slower than torch_int4 everywhere, so it cannot win" in slow.reason
+    assert all(len(t.eager_rounds) == 1 for s in slow.shapes for t in s.timings)
+    assert all(len(t.eager_rounds) == ROUNDS for s in fast.shapes for t in s.timings)
+    assert cache.get(machine_key("cpu"), Kernel.GEMM_TORCH, signature_of(info), ()) is not None
+    assert select_awq_version(info, device="cpu", measurements=report).kernel is Kernel.TORCH_INT4
 
 
 def test_results_are_cached_and_reused(checkpoint: Path, cache: TrialCache) -> None:
@@ -718,3 +744,26 @@ def test_only_the_kernel_s_own_failures_blame_it() -> None:
     signature = signature_of(_fake_info())
     with pytest.raises(ValueError, match="never cached"):
         TrialCache(Path("/nonexistent")).put(machine_key("cpu"), Kernel.GEMM_TORCH, signature, unconfirmed)
+
+
+def test_what_cannot_win_is_decided_at_every_shared_point_with_noise_on_its_side() -> None:
+    from awq_autoselect.trials.interleave import CUT_FACTOR, cannot_win
+
+    a, b, c = Kernel.TORCH_INT4, Kernel.GEMM_TRITON, Kernel.GEMM_TORCH
+    fast = [{(1, "eager"): 1.0, (1, "graph"): 0.5}, {(1, "eager"): 1.2, (1, "graph"): 0.6}]
+    far = [{(1, "eager"): 10.0, (1, "graph"): 5.0}]
+    assert set(cannot_win({a: fast, c: far})) == {c}
+    # Slower everywhere but not by the factor at one point (its best against the other's worst): it stays.
+    close = [{(1, "eager"): 10.0, (1, "graph"): 0.6 * CUT_FACTOR}]
+    assert cannot_win({a: fast, b: close}) == {}
+    # Faster at one row count: a workload of that row count could choose it.
+    split = [{(1, "eager"): 10.0, (8, "eager"): 0.1}]
+    assert cannot_win({a: [{(1, "eager"): 1.0, (8, "eager"): 1.0}], b: split}) == {}
+    # Only the points both measured count; with none shared, nothing is decided.
+    assert set(cannot_win({a: fast, b: [{(1, "eager"): 9.0}]})) == {b}
+    assert cannot_win({a: [{(1, "graph"): 1.0}], b: [{(1, "eager"): 9.0}]}) == {}
+    # No rounds yet, or a round that carried no costs: nothing is decided.
+    assert cannot_win({a: [], b: far}) == {}
+    assert cannot_win({a: [{}], b: far}) == {}
+    reason = cannot_win({a: fast, c: far})[c]
+    assert "8.3x slower than torch_int4" in reason  # 10.0 / 1.2 and 5.0 / 0.6: the smaller ratio

@@ -49,6 +49,7 @@ __all__ = [
     "Session",
     "cause_of",
     "main",
+    "preload",
     "run_job",
     "serve",
 ]
@@ -326,6 +327,22 @@ class Session:
                 point.replayed.append(statistics.median(graph.sample() for _ in range(repeats)))
         _sync(self.device)
 
+    def round_costs(self) -> dict[str, list[float | None]]:
+        """The last round's cost per row count: ``{"ROWS": [eager_ms, graph_ms or None]}``, each the sum over shapes
+        of (layers of that shape x the round's median time per call), as :meth:`TrialResult.layers_ms` sums. The
+        parent compares the kernels' costs to stop the trials of those that cannot win (:mod:`.interleave`)."""
+        costs: dict[str, list[float | None]] = {}
+        for point in self.points:
+            if not point.eager:
+                continue
+            count = self.shapes[point.shape][0].count
+            eager, graph = costs.setdefault(str(point.rows), [0.0, 0.0])
+            costs[str(point.rows)] = [
+                None if eager is None else eager + point.eager[-1] * count / 1000.0,
+                None if graph is None or not point.replayed else graph + point.replayed[-1] * count / 1000.0,
+            ]
+        return costs
+
     def result(self) -> TrialResult:
         """The *ok* result of the rounds so far."""
         notes = list(self.notes)
@@ -398,14 +415,40 @@ def run_job(job: dict[str, object], log: Callable[[str], None] = lambda text: No
         return session.failure(exc)
 
 
-def _say(marker: str, result: TrialResult | None = None) -> None:
-    print(marker + ("" if result is None else json.dumps(to_json(result))), flush=True)
+def _say(marker: str, result: TrialResult | None = None, extra: object = None) -> None:
+    payload = to_json(result) if result is not None else extra
+    print(marker + ("" if payload is None else " " + json.dumps(payload)), flush=True)
+
+
+def preload(argv: Sequence[str]) -> None:
+    """Import what the trial's kernel will need, and on CUDA make the device's context, before the job arrives:
+    ``argv`` is ``[DEVICE, KERNEL]`` as the parent passes them. The parent starts every child of a run at once and
+    sends their jobs one after another (on CUDA one kernel builds at a time), so these seconds overlap the other
+    children's work instead of adding to it. Anything that fails here fails again, for the record, in the trial."""
+    if len(argv) != 2:
+        return
+    device, kernel = argv
+    try:
+        import importlib
+
+        import torch
+
+        if device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.set_device(torch.device(device))
+            torch.zeros(1, device=device)  # the context
+        path = CATALOGUE[Kernel(kernel)].module_class
+        importlib.import_module("awq_autoselect.kernels.layers")
+        if path.startswith("awq."):
+            importlib.import_module(path.rpartition(".")[0])
+    except Exception:  # the trial itself meets the same failure and reports it
+        pass
 
 
 def serve(log: Callable[[str], None]) -> None:
     """The child's side of :mod:`.interleave`: the job on the first line of stdin; then ``round [THREADS]`` (time
     once more, answered by :data:`ROUND_MARKER`) until ``finish`` or the end of stdin (answered by the result). A
-    failure ends the trial at once, with its result."""
+    failure ends the trial at once, with its result. Each ``round`` is answered with the round's costs
+    (:meth:`Session.round_costs`)."""
     session = Session(json.loads(sys.stdin.readline()), log)
     try:
         broken = session.prepare()
@@ -427,7 +470,7 @@ def serve(log: Callable[[str], None]) -> None:
         except (Exception, KeyboardInterrupt) as exc:
             _say(RESULT_MARKER, session.failure(exc))
             return
-        _say(ROUND_MARKER)
+        _say(ROUND_MARKER, extra=session.round_costs())
     _say(RESULT_MARKER, session.result())
 
 
@@ -437,6 +480,7 @@ def main() -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # AutoAWQ's and torch's chatter is not the result
+        preload(sys.argv[1:])
         serve(lambda text: print(text, file=sys.stderr, flush=True))
     return 0
 

@@ -11,8 +11,15 @@ While one child times its round, the others wait on their stdin and use no CPU. 
 lasts (:class:`~.host.HostMeter`: what other processes used, less this run's own processes) is kept with every
 result, and decides how many threads the CPU trials' timed calls use (:func:`~.host.free_threads`).
 
-On a CPU the children build their kernels at the same time (the imports and the numeric checks overlap); on CUDA
-one after another, because building a kernel may time it on the GPU (gemv_triton tunes its launches at build).
+Every child of a run starts at once and imports what its kernel needs (on CUDA it also makes its context) before
+its job arrives. On a CPU the children then build their kernels at the same time (the numeric checks overlap too);
+on CUDA one after another, because building a kernel may time it on the GPU (gemv_triton tunes its launches at
+build).
+
+A kernel that cannot win leaves early: after each round, a kernel whose *fastest* round so far costs more than
+:data:`CUT_FACTOR` times another kernel's *slowest* round, at every row count and mode both measured, is finished
+there (its result holds the rounds it ran, and says so). A kernel 50x slower than the best no longer spends the
+whole run being timed: on a 7B's shapes that was most of a cold load's trials.
 
 Each child has its own budget of ``timeout_s`` seconds: its own setup, and the time its rounds take; the time it
 waits for the others' rounds does not count. A child over its budget is killed and its trial is *inconclusive*.
@@ -31,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO
 
 from awq_autoselect import settings
@@ -41,14 +48,18 @@ from .child import CUDA_ERROR_HINTS, OOM_HINTS, READY_MARKER, RESULT_MARKER, ROU
 from .host import HostMeter, free_threads, sample_host
 from .records import FailureCause, TrialResult
 
-__all__ = ["ROUNDS", "exit_cause", "run_group"]
+__all__ = ["CUT_FACTOR", "ROUNDS", "cannot_win", "exit_cause", "run_group"]
 
 logger = logging.getLogger(__name__)
 
 #: Rounds each kernel of a run is timed in.
 ROUNDS = 5
+#: A kernel whose fastest round costs more than this many times another's slowest, everywhere, stops being timed.
+CUT_FACTOR = 2.0
 
 _Line = tuple[float, str | None]  # when it arrived, the line (None: the child closed its stdout)
+#: A round's cost per row count and mode: {(rows, "eager" or "graph"): milliseconds of the checkpoint's layers}.
+RoundCosts = dict[tuple[int, str], float]
 _MARKERS = (READY_MARKER, ROUND_MARKER, RESULT_MARKER)
 # Signals that end a child from outside, or for want of a resource: not the kernel's doing.
 _INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -60,15 +71,17 @@ class _Child:
 
     def __init__(self, kernel: Kernel, job: Mapping[str, object], timeout_s: float) -> None:
         self.kernel = kernel
+        self.job = job
         self.device = str(job["device"])
         self.timeout_s = timeout_s
         self.spent = 0.0  # seconds of its own budget used so far
+        self.rounds: list[RoundCosts] = []  # each round's costs, as the child reported them
         self.lines: queue.Queue[_Line] = queue.Queue()
         # A file, not a pipe: a chatty child never blocks on a full pipe. Closed by close(), whoever ends the child.
         self.stderr: IO[str] = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "awq_autoselect.trials.child"],
+            [sys.executable, "-m", "awq_autoselect.trials.child", self.device, kernel.value],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -77,7 +90,11 @@ class _Child:
             errors="replace",
         )
         threading.Thread(target=self._read, name=f"trial-{kernel.value}", daemon=True).start()
-        self.send(json.dumps(dict(job)))
+
+    def begin(self) -> None:
+        """Send the job: the child builds its kernel now; its budget counts from here."""
+        self.started = time.perf_counter()
+        self.send(json.dumps(dict(self.job)))
 
     def _read(self) -> None:
         stdout = self.process.stdout
@@ -111,8 +128,10 @@ class _Child:
                 return self._timed_out()
             if line is None:
                 return self.ended()
-            if line in (READY_MARKER, ROUND_MARKER):
+            if line == READY_MARKER or line.startswith(ROUND_MARKER):
                 self.spent += stamp - since
+                if line.startswith(ROUND_MARKER):
+                    self.rounds.append(_costs(line[len(ROUND_MARKER) :]))
                 return None
             if line.startswith(RESULT_MARKER):
                 from awq_autoselect._codec import from_json
@@ -226,27 +245,29 @@ def run_group(
     the order of ``jobs``.
 
     A child that fails (its kernel crashed, raised, computed wrong numbers, ran out of time) leaves the rotation with
-    its result; the others go on. ``on_round(done, rounds)`` is called after each round of every kernel.
+    its result; one that cannot win (:func:`cannot_win`) leaves it with the rounds it ran; the others go on.
+    ``on_round(done, rounds)`` is called after each round of every kernel.
     """
     results: dict[Kernel, TrialResult] = {}
     children: dict[Kernel, _Child] = {}
+    cut: dict[Kernel, str] = {}
     meter = HostMeter()
     cpu = all(str(job["device"]).startswith("cpu") for job in jobs.values())
-    started: dict[Kernel, _Child | TrialResult] = {}
     with _ending(children):  # every child started is killed on the way out, whatever happens
         meter.start()
+        for kernel, job in jobs.items():  # all at once: their imports overlap
+            begun = _start(kernel, job, timeout_s)
+            if isinstance(begun, TrialResult):
+                results[kernel] = begun
+            else:
+                children[kernel] = begun
+                meter.watch([begun.process.pid])
         if cpu:  # built at the same time: their setup is no measurement
-            for kernel, job in jobs.items():
-                begun = started[kernel] = _start(kernel, job, timeout_s)
-                if isinstance(begun, _Child):
-                    children[kernel] = begun
-        for kernel, job in jobs.items():
-            child = started[kernel] if cpu else _start(kernel, job, timeout_s)  # on CUDA one after another
-            if isinstance(child, TrialResult):
-                results[kernel] = child
-                continue
-            meter.watch([child.process.pid])
-            children[kernel] = child
+            for child in children.values():
+                child.begin()
+        for kernel, child in list(children.items()):  # on CUDA built one after another
+            if not cpu:
+                child.begin()
             failed = child.expect(child.started)
             if failed is not None:
                 results[kernel] = failed
@@ -264,17 +285,81 @@ def run_group(
                 if failed is not None:
                     results[kernel] = failed
                     del children[kernel]
+            if number + 1 < rounds:
+                losers = cannot_win({kernel: child.rounds for kernel, child in children.items()})
+                if len(losers) >= len(children):  # cannot happen while the costs are consistent; keep one anyway
+                    losers = {}
+                for kernel, why in losers.items():
+                    cut[kernel] = f"timed in {number + 1} of {rounds} rounds: {why}"
+                    results[kernel] = _finish(children.pop(kernel))
             if on_round is not None:
                 on_round(number + 1, rounds)
         host = meter.stop(threads)
         for kernel, child in list(children.items()):
-            asked = time.perf_counter()
-            child.send("finish")
-            final = child.expect(asked) or child.ended()  # "ready" again instead of a result: it ended wrong
-            results[kernel] = dataclasses.replace(final, host=host) if final.ok else final
+            results[kernel] = _finish(child)
             del children[kernel]
+    for kernel, result in results.items():
+        if result.ok:
+            reason = "; ".join(part for part in (result.reason, cut.get(kernel, "")) if part)
+            results[kernel] = dataclasses.replace(result, host=host, reason=reason)
     logger.info("trials of %s: %s", ", ".join(k.value for k in jobs), host.describe())
     return {kernel: results[kernel] for kernel in jobs}
+
+
+def _finish(child: _Child) -> TrialResult:
+    """Ask ``child`` for its result now."""
+    asked = time.perf_counter()
+    child.send("finish")
+    return child.expect(asked) or child.ended()  # "ready" again instead of a result: it ended wrong
+
+
+def cannot_win(rounds: Mapping[Kernel, Sequence[RoundCosts]]) -> dict[Kernel, str]:
+    """The kernels that cannot win, with why: a kernel's fastest round so far costs more than :data:`CUT_FACTOR`
+    times one other kernel's slowest round, at every (row count, mode) that both measured (at least one).
+
+    Fastest against slowest leaves the noise to the kernel being judged; comparing with a single other kernel at
+    every point means that no weighting of row counts or modes, which the workload decides later, can rank it first.
+    """
+    losers: dict[Kernel, str] = {}
+    for kernel, own in rounds.items():
+        best = _extreme(own, min)
+        if not best:
+            continue
+        for other, theirs in rounds.items():
+            if other is kernel or other in losers:
+                continue
+            worst = _extreme(theirs, max)
+            shared = best.keys() & worst.keys()
+            if shared and all(best[key] > CUT_FACTOR * worst[key] for key in shared):
+                ratio = min(best[key] / worst[key] for key in shared)
+                losers[kernel] = f"at least {ratio:.1f}x slower than {other.value} everywhere, so it cannot win"
+                break
+    return losers
+
+
+def _extreme(rounds: Sequence[RoundCosts], pick: Callable[[list[float]], float]) -> RoundCosts:
+    """Per (row count, mode), ``pick`` (min or max) of the rounds' costs; only keys every round has."""
+    if not rounds:
+        return {}
+    keys = set.intersection(*(set(costs) for costs in rounds))
+    return {key: pick([costs[key] for costs in rounds]) for key in keys}
+
+
+def _costs(text: str) -> RoundCosts:
+    """The costs a round's marker line carries (:meth:`.child.Session.round_costs`); empty when it carries none."""
+    try:
+        raw = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    costs: RoundCosts = {}
+    if isinstance(raw, dict):
+        for rows, pair in raw.items():
+            if not (isinstance(pair, list) and len(pair) == 2 and str(rows).isdigit()):
+                continue
+            for mode, value in zip(("eager", "graph"), pair, strict=True):
+                if isinstance(value, (int, float)) and value > 0:
+                    costs[(int(rows), mode)] = float(value)
+    return costs
 
 
 def _threads(meter: HostMeter) -> int | None:

@@ -3,8 +3,9 @@
 Put this folder on PYTHONPATH and set ``AWQ_TEST_BREAK_KERNEL=<kernel>[,<kernel>...]`` and ``AWQ_TEST_BREAK_HOW`` to
 ``segfault`` (the process dies by SIGSEGV at the kernel's first call), ``hang`` (the call never returns),
 ``garbage`` (the call returns wrong numbers), ``raise`` (the call raises a CUDA-style RuntimeError), ``oom`` (the
-call asks the allocator for more memory than any machine has: a real allocation failure) or ``terminate`` (the
-process is ended by SIGTERM, as by someone outside). With ``AWQ_TEST_BREAK_ONCE=<file>`` the kernel misbehaves only
+call asks the allocator for more memory than any machine has: a real allocation failure), ``terminate`` (the
+process is ended by SIGTERM, as by someone outside) or ``slow`` (each call sleeps 2 ms first, then computes the
+right numbers: a kernel far slower than any other). With ``AWQ_TEST_BREAK_ONCE=<file>`` the kernel misbehaves only
 in the first process that finds the file missing (it creates it): a failure that does not repeat. The layers are
 the real ones; only their ``forward`` is replaced, after they are built.
 
@@ -57,6 +58,9 @@ if _KERNELS or _LOG:
                 time.sleep(3600)
             if _HOW == "raise":
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            if _HOW == "slow":
+                time.sleep(0.002)
+                return forward(x)
             if _HOW == "oom":
                 import torch
 

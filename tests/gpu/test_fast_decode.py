@@ -139,3 +139,32 @@ def test_seeded_sampling_with_min_p_and_several_sequences(quantized: QuantizedFa
     expected = _reference(fast, **inputs, **options)
     assert torch.equal(got, expected), (got.tolist(), expected.tolist())
     assert next(iter(fast._decoders.values())).graph_enabled
+
+
+@pytest.mark.parametrize(
+    "kernel", ["gemm", "gemv", "exllama", "exllamav2", "gemm_triton", "torch_int4", "gemm_torch", "gemv_triton"]
+)
+def test_every_kernel_that_loads_decodes_the_same_tokens_from_its_graph(
+    quantized: QuantizedFactory, kernel: str
+) -> None:
+    """Each kernel that loads here (AutoAWQ's extensions where they import), decoding from a CUDA graph: greedy tokens
+    equal to transformers' eager generate on the same model. A kernel right in an eager forward (its probe) can be
+    wrong when replayed from a graph (a buffer it allocates or a stream it uses outside the capture)."""
+    from awq_autoselect.errors import KernelError
+
+    model: Any
+    try:
+        model, report = load_quantized_auto(
+            quantized(version="gemm", group_size=128), kernel, device="cuda", fallback=False, fast_decode="graph"
+        )
+    except KernelError as exc:  # not importable or not usable here: nothing to decode with
+        pytest.skip(f"{kernel} does not load here: {str(exc)[:200]}")
+    assert report.kernel is not None
+    assert report.kernel.value == kernel
+    fast = model.model.__dict__["generate"]
+    assert isinstance(fast, FastGenerate)
+    ids = torch.tensor(PROMPT, device="cuda")
+    got = model.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
+    assert fast.last_path == "fast"
+    expected = _reference(fast, ids, max_new_tokens=16, do_sample=False)
+    assert torch.equal(got, expected), (kernel, got.tolist(), expected.tolist())
