@@ -243,3 +243,38 @@ def test_importing_the_module_does_not_import_torch() -> None:
     code = "import sys, awq_autoselect.decode.static; print('torch' in sys.modules, 'transformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+class _Replays:
+    """Stands in for a captured CUDA graph (none exists on a CPU): each replay writes ``logits`` as ``step`` says.
+    The same check runs on real graphs in tests/gpu/test_fast_decode.py."""
+
+    def __init__(self, logits: torch.Tensor, step: str) -> None:
+        self.logits, self.step, self.replays = logits, step, 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        base = torch.arange(6.0).reshape(2, 3)
+        if self.step == "same":
+            self.logits.copy_(base)
+        elif self.step == "accumulate":  # adds into memory cleared only outside the graph
+            self.logits.add_(base)
+        else:
+            self.logits.fill_(float("nan"))
+
+
+@pytest.mark.parametrize(("step", "replays", "error"), [("same", 2, None), ("accumulate", 2, "1"), ("nan", 1, "nan")])
+def test_a_replayed_step_that_computes_other_logits_is_refused(step: str, replays: int, error: str | None) -> None:
+    from awq_autoselect.decode.static import ReplayMismatchError, _check_replay
+
+    called = torch.arange(6.0).reshape(2, 3)
+    logits = torch.zeros(2, 3)
+    restored: list[int] = []
+    graph = _Replays(logits, step)
+    if error is None:
+        _check_replay(graph, logits, called, lambda: restored.append(1))  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ReplayMismatchError, match=rf"relative difference {error}.*cannot decode from a CUDA graph"):
+            _check_replay(graph, logits, called, lambda: restored.append(1))  # type: ignore[arg-type]
+    assert graph.replays == replays
+    assert len(restored) == replays  # the cache's counters put back after every replay

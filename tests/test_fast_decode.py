@@ -573,7 +573,7 @@ def test_the_default_decode_mode_follows_the_kernel_and_the_device() -> None:
     """Compiled where torch.compile can trace the kernel, a CUDA graph for AutoAWQ's extensions (Dynamo cannot
     see into them: on the H200 with the kernels built it raised at gemv_forward_cuda), eager off CUDA."""
     from awq_autoselect.catalogue import CATALOGUE, Kernel
-    from awq_autoselect.loading.load import _default_decode
+    from awq_autoselect.loading.finish import default_decode as _default_decode
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     for kernel, spec in CATALOGUE.items():
@@ -591,7 +591,7 @@ def test_asking_to_compile_an_untraceable_kernel_decodes_from_the_graph_with_a_w
     CUDA device (the device is only named here: nothing runs on it)."""
     from awq_autoselect.catalogue import Kernel
     from awq_autoselect.checkpoint import read_checkpoint
-    from awq_autoselect.loading.load import _finish
+    from awq_autoselect.loading.finish import finish as _finish
 
     path = quantized(version="gemm", group_size=128)
     model, _ = load_quantized_auto(path, "torch_int4", device="cpu", fast_decode=False)

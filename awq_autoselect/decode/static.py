@@ -72,7 +72,9 @@ class StaticDecoder:
     - the cache has sliding-window layers, whose fill level transformers keeps in Python (logged, no warning);
     - this transformers' ``StaticCache`` has a constructor this module does not know (then the model's own
       dynamic cache is used, eagerly; a :class:`~awq_autoselect.errors.FallbackWarning` says so);
-    - capture failed, e.g. a kernel synchronizes the device (a ``FallbackWarning`` carries the error).
+    - capture failed, e.g. a kernel synchronizes the device (a ``FallbackWarning`` carries the error);
+    - the captured step, replayed twice before its first use, computed other logits than the step run directly
+      (:func:`_check_replay`; a ``FallbackWarning`` gives the difference).
 
     With ``compile=True`` the decode step is the model's forward compiled by ``torch.compile`` (inductor fuses the
     norms, rotary, activation and residual adds into a few kernels), captured in the same CUDA graph. Compiling
@@ -393,13 +395,16 @@ class StaticDecoder:
             graph = torch.cuda.CUDAGraph()
             side = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
             side.wait_stream(torch.cuda.current_stream(self.device))
+            called = torch.empty(0)
             with torch.cuda.stream(side):
                 for _ in range(_WARMUP_STEPS):  # the first compiles, when compiling
-                    self._step()
+                    called = self._step().float()
                     restore()
             torch.cuda.current_stream(self.device).wait_stream(side)
             with torch.cuda.graph(graph):
                 logits = self._step()
+            restore()
+            _check_replay(graph, logits, called, restore)
             return graph, logits
 
         try:
@@ -445,6 +450,38 @@ class StaticDecoder:
         self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
         self._check_context(exc)
         warnings.warn(f"StaticDecoder: {self.fallback_reason}; decoding eagerly", FallbackWarning, stacklevel=3)
+
+
+#: Largest relative difference (vector norm) between the logits of the replayed decode step and of the same step
+#: run directly: the same kernel launches give the same numbers, up to the order of split reductions' atomic adds.
+REPLAY_TOLERANCE = 1e-2
+
+
+class ReplayMismatchError(RuntimeError):
+    """The captured decode step, replayed, computes other logits than the same step run directly."""
+
+
+def _check_replay(
+    graph: torch.cuda.CUDAGraph, logits: torch.Tensor, called: torch.Tensor, restore: Callable[[], None]
+) -> None:
+    """Replay ``graph`` twice (the step writes the same token at the same place of the cache: nothing moves) and
+    compare its ``logits`` with ``called``, the step's logits run directly; raise :class:`ReplayMismatchError` when
+    they differ. A kernel can compute right when called and wrong when replayed (AutoAWQ's ExLlama kernel did on an
+    H100: transformers' tokens from the replayed step's second token on, then NaN logits when sampling); twice,
+    because a kernel that accumulates into memory it clears outside the captured work drifts on the second."""
+    import torch
+
+    scale = float(torch.linalg.vector_norm(called)) or 1.0
+    for _ in range(2):
+        graph.replay()
+        restore()
+        replayed = logits.float()
+        difference = float(torch.linalg.vector_norm(replayed - called)) / scale
+        if not bool(torch.isfinite(replayed).all()) or not difference <= REPLAY_TOLERANCE:
+            raise ReplayMismatchError(
+                f"the replayed decode step computes other logits than the step itself (relative difference "
+                f"{difference:.3g}): this kernel cannot decode from a CUDA graph"
+            )
 
 
 def generate_with_cuda_graph(

@@ -28,10 +28,11 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from awq_autoselect import settings
-from awq_autoselect._awq import fused_modules, hf_model_of
+from awq_autoselect._awq import fused_modules
 from awq_autoselect.catalogue import CATALOGUE, Kernel, parse_kernel
 from awq_autoselect.checkpoint import CheckpointInfo, read_checkpoint
 from awq_autoselect.devices import parse_device, resolve_device
@@ -40,7 +41,6 @@ from awq_autoselect.errors import (
     ConversionError,
     CudaContextPoisonedError,
     FallbackWarning,
-    InvalidArgumentError,
     KernelFailedError,
     VersionUnavailableError,
 )
@@ -49,6 +49,7 @@ from awq_autoselect.trials.runner import progress_enabled
 from awq_autoselect.workload import Workload
 
 from .arguments import check_arguments, float_dtype
+from .finish import finish
 from .generation import checkpoint_generation_config
 from .hooks import build_model, default_dtype
 from .probe import DEFAULT_PROBE_TOLERANCE, ProbeMismatchError, run_probe
@@ -58,8 +59,12 @@ if TYPE_CHECKING:
     import torch
 
     from awq_autoselect.environment import Environment
+    from awq_autoselect.hub import CheckpointSource
     from awq_autoselect.planning import Plan, TrialVerdict
     from awq_autoselect.selection import Selection
+
+    from .generation import CheckpointGeneration
+    from .records import ProbeResult
 
 __all__ = ["load_dense_baseline", "load_quantized_auto"]
 
@@ -152,74 +157,6 @@ def _fuse_options(kernel: Kernel, fuse_layers: bool | None, device: torch.device
     if fuse_layers is None and not (env.available("awq_ext") and env.available("flash_attn")):
         return [False]
     return [True, False]
-
-
-def _default_decode(kernel: Kernel, dev: torch.device) -> str:
-    """The fast decode mode a model gets by default: compiled where torch.compile can trace the kernel's layers, a
-    CUDA graph of the uncompiled step for the others (AutoAWQ's extensions), eager static-cache steps off CUDA."""
-    if dev.type != "cuda":
-        return "eager"
-    return "compile" if CATALOGUE[kernel].traceable else "graph"
-
-
-def _finish(
-    model: torch.nn.Module,
-    info: CheckpointInfo,
-    dev: torch.device,
-    fast_decode: str | bool | None,
-    *,
-    fused: bool,
-    kernel: Kernel,
-    first_compile: FirstCompile | None = None,
-) -> str:
-    """Install the fast decode path and a ``save_quantized`` that writes a loadable checkpoint; the decode mode."""
-    from awq_autoselect.decode.fast import install
-
-    def save_quantized(save_dir: str | os.PathLike[str], safetensors: bool = True, shard_size: str = "5GB") -> None:
-        """Write the checkpoint this model was loaded from (its weights are never changed by loading), in its
-        layout, to ``save_dir`` (:func:`awq_autoselect.conversion.convert_checkpoint`); AutoAWQ's own
-        ``save_quantized`` would write the repacked in-memory layout (e.g. torch_int4's), which nothing loads."""
-        from awq_autoselect.conversion import convert_checkpoint
-
-        if not safetensors:
-            raise InvalidArgumentError("save_quantized(safetensors=False): only safetensors checkpoints are written")
-        convert_checkpoint(info.path, save_dir, info.layout, max_shard_bytes=_shard_bytes(shard_size))
-
-    if model is not hf_model_of(model):
-        model.__dict__["save_quantized"] = save_quantized  # AutoAWQ's wrapper: this object only
-    mode = _default_decode(kernel, dev) if fast_decode in (None, True) else fast_decode
-    if mode == "compile" and dev.type == "cuda" and not CATALOGUE[kernel].traceable:
-        warnings.warn(
-            f"fast_decode='compile': torch.compile cannot trace {kernel.value}'s layers (they call "
-            f"{CATALOGUE[kernel].extension}); decoding from a CUDA graph of the uncompiled step instead",
-            FallbackWarning,
-            stacklevel=4,
-        )
-        mode = "graph"
-    if mode is False:
-        return "transformers"
-    if fused:
-        logger.info("fast decode not installed: AutoAWQ's fused layers keep their own KV cache")
-        return "transformers"
-    if first_compile is not None:
-        first_compile.expected = mode == "compile" or (mode == "graph" and dev.type == "cuda")
-    install(hf_model_of(model), str(mode), on_compiled=None if first_compile is None else first_compile.note)
-    return str(mode)
-
-
-def _shard_bytes(text: str) -> int:
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-    cleaned = str(text).strip().upper()
-    for unit, factor in units.items():
-        if cleaned.endswith(unit):
-            try:
-                return int(float(cleaned[: -len(unit)]) * factor)
-            except ValueError:
-                break
-    try:
-        return int(cleaned)
-    except ValueError:
-        raise InvalidArgumentError(f"shard_size={text!r}: expected a size such as '5GB' or a number of bytes") from None
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:
@@ -337,177 +274,218 @@ def load_quantized_auto(
 
     from awq_autoselect.environment import probe_environment
     from awq_autoselect.planning import Plan, plan
-    from awq_autoselect.selection import checkpoint_rejections
 
     # Before a download or a read of the weights: a bad dtype or a device torch cannot use fails at once.
-    asked_dtype = float_dtype(dtype, torch_dtype)
+    build = _Build(float_dtype(dtype, torch_dtype), fuse_layers, max_seq_len, trust_remote_code, probe, probe_tolerance)
     dev = resolve_device(device)
     source = resolve_checkpoint(path, revision=revision)
     info = read_checkpoint(source)
     generation = checkpoint_generation_config(info)  # a bad generation_config.json fails before any trial
-    spent = dict.fromkeys(("trials", "load", "probe"), 0.0)
-    converted: list[float] = []  # seconds of each conversion, inside the build's time
     env = environment if environment is not None else probe_environment()
     work = workload or Workload(decode="graph" if dev.type == "cuda" else "eager")
     if workload is not None:
         from awq_autoselect.capacity import check_workload
 
         check_workload(info, work, str(dev))  # before any trial: one the model cannot hold fails in every child
-
-    if selection is None:
-        planned = plan(
-            info,
-            version=requested,
-            device=str(dev),
-            workload=work,
-            fallback=fallback,
-            trials=trials,
-            capability=torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None,
-            environment=env,
-            show_progress=show_progress,
-            measured_by="load_quantized_auto",
-        )
-    else:
-        planned = Plan(selection)
-    selection = planned.selection
-    spent["trials"] = planned.trial_seconds
-    _warn_unmeasured(planned, info, {})
-    attempts = [_attempt(verdict) for verdict in planned.verdicts]
-    trial_failures = {v.kernel for v in planned.verdicts if v.stage == "trial"}
-    # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
-    chain = list(selection.chain)
-    rejected = dict(selection.rejected)
-    late = checkpoint_rejections(selection, info)  # a selection given, planned without the directory
-    rejected.update((k, (why,)) for k, why in late.items())
-    attempts += [Attempt(k, False, "skipped", False, None, why) for k, why in late.items() if k.value != requested]
-    chain = [k for k in chain if k not in late]
-    if requested != "auto" and (not chain or chain[0].value != requested) and Kernel(requested) not in trial_failures:
-        reasons = rejected.get(Kernel(requested), ("not viable here",))
-        attempts.append(Attempt(Kernel(requested), False, "skipped", False, None, "; ".join(reasons)))
-        if not fallback:
-            raise VersionUnavailableError(
-                f"version {requested!r} cannot run here: {'; '.join(reasons)}", requested, tuple(reasons)
-            )
-    if not fallback:
-        chain = chain[:1]
-
-    conversions: list[str] = []
-    resolved = time.perf_counter() - started - spent["trials"]
-    index = -1
-    while index + 1 < len(chain):
+    capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
+    planned = Plan(selection) if selection is not None else plan(info, version=requested, device=str(dev),
+        workload=work, fallback=fallback, trials=trials, capability=capability, environment=env,
+        show_progress=show_progress, measured_by="load_quantized_auto")  # fmt: skip
+    walk = _Walk(info, source, dev, env, build, planned, requested, generation, fast_decode, started)
+    chain = walk.chain(fallback)
+    index = 0
+    while index < len(chain) and (index == 0 or walk.trial_rest(chain, index)):
+        for fused in _fuse_options(chain[index], fuse_layers, dev, env):
+            loaded = walk.attempt(chain[index], fused)
+            if loaded is not None:
+                return loaded
         index += 1
-        if index > 0 and set(planned.untrialed).intersection(chain[index:]):
-            before = planned  # past the named kernel: build no fallback its trial has not passed
-            planned = planned.trial_fallbacks([k for k in chain[index:] if k in planned.untrialed])
-            spent["trials"] = planned.trial_seconds
-            attempts += [_attempt(v) for v in planned.verdicts[len(before.verdicts) :]]
-            _warn_unmeasured(planned, info, before.inconclusive)
-            chain[index:] = [k for k in chain[index:] if k not in planned.broken]
-            if index >= len(chain):
-                break
-        kernel = chain[index]
-        for fused in _fuse_options(kernel, fuse_layers, dev, env):
-            run_dtype = asked_dtype or default_dtype(kernel, dev)
-            t0 = time.perf_counter()
-            conversions.clear()
-            model: torch.nn.Module | None = None
-            stage = "load"
-            try:
-                with _timed(spent, "load"):
-                    model = build_model(
-                        info,
-                        kernel,
-                        dev,
-                        run_dtype,
-                        fused=fused,
-                        max_seq_len=max_seq_len,
-                        trust_remote_code=trust_remote_code,
-                        conversions=conversions,
-                        generation_config=generation.config,
-                        on_convert=converted.append,
-                    )
-                result = None
-                if probe:
-                    stage = "probe"
-                    with _timed(spent, "probe"):
-                        result = run_probe(model, info, dev, probe_tolerance)
-                    if not result.ok:
-                        raise ProbeMismatchError(result.message)
-            except AwqAutoselectError as exc:
-                if not isinstance(exc, ConversionError):
-                    raise
-                attempts.append(
-                    Attempt(kernel, fused, stage, False, type(exc).__name__, _short(exc), time.perf_counter() - t0)
-                )
-                model = None
-                _release(dev)
-                continue
-            except _RETRYABLE as exc:
-                attempts.append(
-                    Attempt(kernel, fused, stage, False, type(exc).__name__, _short(exc), time.perf_counter() - t0)
-                )
-                logger.info("kernel %s failed at %s: %s", kernel, stage, exc)
-                model = None
-                _release(dev)
-                _check_cuda_context(dev, exc, attempts)
-                continue
-            except Exception as exc:  # not a kernel failure we retry on; but it may have broken the context
-                model = None
-                _release(dev)
-                _check_cuda_context(dev, exc, attempts)
-                raise
-            attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
-            # AutoAWQ skips fusing silently in some setups (no awq_ext): what was built decides.
-            built_fused = bool(fused_modules(model))
-            first_compile = FirstCompile()
-            decode = _finish(
-                model, info, dev, fast_decode, fused=built_fused, kernel=kernel, first_compile=first_compile
-            )
-            conversion = sum(converted)
-            report = LoadReport(
-                path=str(info.path),
-                requested=requested,
-                kernel=kernel,
-                device=str(dev),
-                dtype=str(run_dtype).replace("torch.", ""),
-                fused=built_fused,
-                checkpoint_layout=info.layout,
-                loaded_layout=CATALOGUE[kernel].layout,
-                conversions=tuple(conversions),
-                attempts=tuple(attempts),
-                probe=result,
-                selection=selection,
-                seconds=time.perf_counter() - started,
-                decode=decode,
-                generation_config_source=generation.source,
-                stages=StageTimes(
-                    resolve=resolved,
-                    trials=spent["trials"],
-                    load=spent["load"] - conversion,
-                    conversion=conversion,
-                    probe=spent["probe"],
-                ),
-                first_compile=first_compile,
-                hub=source.hub,
-            )
-            failed = report.fallbacks
-            for attempt in attempts:
-                if attempt.stage == "trial":
-                    logger.info("%s: %s", source.name, attempt)
-            if failed:
-                warnings.warn(
-                    f"awq_autoselect loaded {source.name} with {kernel} instead of {failed[0].kernel}: "
-                    + "; ".join(str(a) for a in failed),
-                    FallbackWarning,
-                    stacklevel=2,
-                )
-            if kernel is Kernel.GEMM_TORCH:
-                logger.info("using the slow torch dequantize path (gemm_torch) for %s", info.path)
-            return LoadResult(model, report)
     raise KernelFailedError(
-        f"no kernel could load and run {info.path} on {dev}:\n" + "\n".join(f"  - {a}" for a in attempts),
-        attempts,
+        f"no kernel could load and run {info.path} on {dev}:\n" + "\n".join(f"  - {a}" for a in walk.attempts),
+        walk.attempts,
     )
+
+
+@dataclass(frozen=True)
+class _Build:
+    """What the caller asked of every kernel's build."""
+
+    dtype: torch.dtype | None  # None: the kernel's default on the device
+    fuse_layers: bool | None
+    max_seq_len: int | None
+    trust_remote_code: bool
+    probe: bool
+    probe_tolerance: float
+
+
+@dataclass
+class _Walk:
+    """One load walking its plan's chain of kernels: the attempts so far and the seconds of each stage."""
+
+    info: CheckpointInfo
+    source: CheckpointSource
+    dev: torch.device
+    env: Environment
+    build: _Build
+    planned: Plan
+    requested: str
+    generation: CheckpointGeneration
+    fast_decode: str | bool | None
+    started: float
+    attempts: list[Attempt] = field(default_factory=list)
+    spent: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("load", "probe"), 0.0))
+    converted: list[float] = field(default_factory=list)  # seconds of each conversion, inside the build's time
+    resolved: float = 0.0
+
+    def chain(self, fallback: bool) -> list[Kernel]:
+        """The kernels to build, in order; the plan's trial failures and late rejections become attempts."""
+        from awq_autoselect.selection import checkpoint_rejections
+
+        planned, requested, selection = self.planned, self.requested, self.planned.selection
+        _warn_unmeasured(planned, self.info, {})
+        self.attempts = [_attempt(verdict) for verdict in planned.verdicts]
+        trial_failures = {v.kernel for v in planned.verdicts if v.stage == "trial"}
+        # Kernels a trial found broken were never built here; they are attempts all the same (and a fallback).
+        rejected = dict(selection.rejected)
+        late = checkpoint_rejections(selection, self.info)  # a selection given, planned without the directory
+        rejected.update((k, (why,)) for k, why in late.items())
+        self.attempts += [
+            Attempt(k, False, "skipped", False, None, why) for k, why in late.items() if k.value != requested
+        ]
+        chain = [k for k in selection.chain if k not in late]
+        if (
+            requested != "auto"
+            and (not chain or chain[0].value != requested)
+            and Kernel(requested) not in trial_failures
+        ):
+            reasons = rejected.get(Kernel(requested), ("not viable here",))
+            self.attempts.append(Attempt(Kernel(requested), False, "skipped", False, None, "; ".join(reasons)))
+            if not fallback:
+                raise VersionUnavailableError(
+                    f"version {requested!r} cannot run here: {'; '.join(reasons)}", requested, tuple(reasons)
+                )
+        self.resolved = time.perf_counter() - self.started - planned.trial_seconds
+        return chain if fallback else chain[:1]
+
+    def trial_rest(self, chain: list[Kernel], index: int) -> bool:
+        """Before building ``chain[index]`` (past the first): trial the kernels from there on that no trial has
+        passed yet, and drop those found broken (``chain`` is edited in place). False when none is left."""
+        planned = self.planned
+        if set(planned.untrialed).intersection(chain[index:]):
+            self.planned = planned.trial_fallbacks([k for k in chain[index:] if k in planned.untrialed])
+            self.attempts += [_attempt(v) for v in self.planned.verdicts[len(planned.verdicts) :]]
+            _warn_unmeasured(self.planned, self.info, planned.inconclusive)
+            chain[index:] = [k for k in chain[index:] if k not in self.planned.broken]
+        return index < len(chain)
+
+    def attempt(self, kernel: Kernel, fused: bool) -> LoadResult | None:
+        """Build ``kernel`` (fused or not) and probe it: the result, or None after recording why it failed."""
+        build, dev = self.build, self.dev
+        run_dtype = build.dtype or default_dtype(kernel, dev)
+        t0 = time.perf_counter()
+        conversions: list[str] = []
+        stage = "load"
+        try:
+            with _timed(self.spent, "load"):
+                model = build_model(
+                    self.info,
+                    kernel,
+                    dev,
+                    run_dtype,
+                    fused=fused,
+                    max_seq_len=build.max_seq_len,
+                    trust_remote_code=build.trust_remote_code,
+                    conversions=conversions,
+                    generation_config=self.generation.config,
+                    on_convert=self.converted.append,
+                )
+            result = None
+            if build.probe:
+                stage = "probe"
+                with _timed(self.spent, "probe"):
+                    result = run_probe(model, self.info, dev, build.probe_tolerance)
+                if not result.ok:
+                    raise ProbeMismatchError(result.message)
+        except AwqAutoselectError as exc:
+            if not isinstance(exc, ConversionError):
+                raise
+            self._failed(kernel, fused, stage, exc, t0)
+            return None
+        except _RETRYABLE as exc:
+            logger.info("kernel %s failed at %s: %s", kernel, stage, exc)
+            self._failed(kernel, fused, stage, exc, t0)
+            _check_cuda_context(dev, exc, self.attempts)
+            return None
+        except Exception as exc:  # not a kernel failure we retry on; but it may have broken the context
+            _release(dev)
+            _check_cuda_context(dev, exc, self.attempts)
+            raise
+        self.attempts.append(Attempt(kernel, fused, "ok", True, seconds=time.perf_counter() - t0))
+        return self._loaded(model, kernel, run_dtype, tuple(conversions), result)
+
+    def _failed(self, kernel: Kernel, fused: bool, stage: str, exc: BaseException, t0: float) -> None:
+        self.attempts.append(
+            Attempt(kernel, fused, stage, False, type(exc).__name__, _short(exc), time.perf_counter() - t0)
+        )
+        _release(self.dev)
+
+    def _loaded(
+        self,
+        model: torch.nn.Module,
+        kernel: Kernel,
+        run_dtype: torch.dtype,
+        conversions: tuple[str, ...],
+        result: ProbeResult | None,
+    ) -> LoadResult:
+        """The model made ready (fast decode, save_quantized) and its report; warns of a fallback."""
+        # AutoAWQ skips fusing silently in some setups (no awq_ext): what was built decides.
+        built_fused = bool(fused_modules(model))
+        first_compile = FirstCompile()
+        dev, info = self.dev, self.info
+        decode = finish(
+            model, info, dev, self.fast_decode, fused=built_fused, kernel=kernel, first_compile=first_compile
+        )
+        conversion = sum(self.converted)
+        report = LoadReport(
+            path=str(info.path),
+            requested=self.requested,
+            kernel=kernel,
+            device=str(dev),
+            dtype=str(run_dtype).replace("torch.", ""),
+            fused=built_fused,
+            checkpoint_layout=info.layout,
+            loaded_layout=CATALOGUE[kernel].layout,
+            conversions=conversions,
+            attempts=tuple(self.attempts),
+            probe=result,
+            selection=self.planned.selection,
+            seconds=time.perf_counter() - self.started,
+            decode=decode,
+            generation_config_source=self.generation.source,
+            stages=StageTimes(
+                resolve=self.resolved,
+                trials=self.planned.trial_seconds,
+                load=self.spent["load"] - conversion,
+                conversion=conversion,
+                probe=self.spent["probe"],
+            ),
+            first_compile=first_compile,
+            hub=self.source.hub,
+        )
+        for attempt in self.attempts:
+            if attempt.stage == "trial":
+                logger.info("%s: %s", self.source.name, attempt)
+        failed = report.fallbacks
+        if failed:
+            warnings.warn(
+                f"awq_autoselect loaded {self.source.name} with {kernel} instead of {failed[0].kernel}: "
+                + "; ".join(str(a) for a in failed),
+                FallbackWarning,
+                stacklevel=4,
+            )
+        if kernel is Kernel.GEMM_TORCH:
+            logger.info("using the slow torch dequantize path (gemm_torch) for %s", info.path)
+        return LoadResult(model, report)
 
 
 def load_dense_baseline(

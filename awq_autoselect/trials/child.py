@@ -41,11 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CUDA_ERROR_HINTS",
+    "GRAPH_TOLERANCE",
     "OOM_HINTS",
     "READY_MARKER",
     "RESULT_MARKER",
     "ROUNDS",
     "ROUND_MARKER",
+    "GraphMismatchError",
     "Session",
     "cause_of",
     "main",
@@ -175,6 +177,21 @@ def _eager_sample(layers: Sequence[torch.nn.Module], x: torch.Tensor, device: to
     return (time.perf_counter() - t0) * 1e6 / len(layers)
 
 
+#: Largest relative difference (vector norm) between a layer's replayed and called output: replaying the same kernel
+#: launches gives the same numbers, up to the order of a split reduction's atomic adds.
+GRAPH_TOLERANCE = 1e-2
+
+
+class GraphMismatchError(RuntimeError):
+    """A kernel's calls replayed from a CUDA graph compute other numbers than the same calls made directly."""
+
+
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    import torch
+
+    return float(torch.linalg.vector_norm(got - want)) / (float(torch.linalg.vector_norm(want)) or 1.0)
+
+
 class _Graph:
     """The calls of one pass over the rotating layers, captured once in a CUDA graph and replayed per sample."""
 
@@ -193,7 +210,15 @@ class _Graph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.outputs = [layer(self.static) for layer in layers]
-        self.graph.replay()
+        called = layers[0](self.static).float()
+        for _ in range(2):  # twice: a kernel that adds into a buffer it zeroes outside the graph drifts on the second
+            self.graph.replay()
+            replayed = self.outputs[0].float()
+            if not bool(torch.isfinite(replayed).all()) or _relative(replayed, called) > GRAPH_TOLERANCE:
+                raise GraphMismatchError(
+                    f"its replayed calls give other numbers than its calls (relative difference "
+                    f"{_relative(replayed, called):.3g}): decode from a CUDA graph would be wrong"
+                )
         _sync(device)
 
     def sample(self) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from awq_autoselect import load_quantized_auto
+from awq_autoselect import FallbackWarning, load_quantized_auto
 from awq_autoselect.catalogue import CATALOGUE
 from awq_autoselect.decode.fast import FastGenerate
 from tests.helpers import CollectingStreamer, QuantizedFactory
@@ -164,7 +164,13 @@ def test_every_kernel_that_loads_decodes_the_same_tokens_from_its_graph(
     fast = model.model.__dict__["generate"]
     assert isinstance(fast, FastGenerate)
     ids = torch.tensor(PROMPT, device="cuda")
-    got = model.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = model.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
     assert fast.last_path == "fast"
+    decoder = next(iter(fast._decoders.values()))
+    if not decoder.graph_enabled:  # the replay check found the graph wrong: eager steps, and a warning that says so
+        assert "cannot decode from a CUDA graph" in (decoder.fallback_reason or ""), decoder.fallback_reason
+        assert any(issubclass(w.category, FallbackWarning) for w in caught)
     expected = _reference(fast, ids, max_new_tokens=16, do_sample=False)
-    assert torch.equal(got, expected), (kernel, got.tolist(), expected.tolist())
+    assert torch.equal(got, expected), (kernel, decoder.fallback_reason, got.tolist(), expected.tolist())
