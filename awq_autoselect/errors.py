@@ -19,14 +19,10 @@ Each subclass also inherits the builtin a caller would catch anyway (``FileNotFo
 checkpoint, ``PermissionError`` for a gated Hub model, ``OSError`` for an unwritable output, ``ImportError`` for a
 missing optional package). Messages name the input, say what was expected and what to do. "No GPU" is not an
 error: detection returns a result with reasons.
-
-Names of 0.1.0 that became one of the classes below still resolve for one release, with a DeprecationWarning
-(see :data:`DEPRECATED`).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -195,34 +191,6 @@ class TrialCacheWarning(UserWarning):
     """The trial cache folder cannot be used (not writable, a file in its place, or inside a model checkpoint):
     nothing is cached, so trials run again on every load. Warned once per process and folder; the message names
     ``AWQ_AUTOSELECT_CACHE_DIR``, the fix."""
-
-
-#: 0.1.0 names that were merged into the classes above; they resolve, with a DeprecationWarning, until 0.3.0.
-DEPRECATED: Mapping[str, type[Exception]] = {
-    "InvalidBenchmarkSettingsError": InvalidArgumentError,
-    "InvalidWorkloadError": InvalidArgumentError,
-    "StaticDecodeError": InvalidArgumentError,
-    "SyntheticSpecError": InvalidArgumentError,
-    "TorchInt4InputError": InvalidArgumentError,
-    "UnknownModuleError": InvalidArgumentError,
-    "PlotUnavailableError": MissingDependencyError,
-    "TritonUnavailableError": MissingDependencyError,
-    "UnsupportedModelTypeError": UnsupportedCheckpointError,
-    "UnsupportedQuantConfigError": UnsupportedCheckpointError,
-    "OutputDirNotEmptyError": OutputPathError,
-}
-
-
-def __getattr__(name: str) -> type[Exception]:
-    replacement = DEPRECATED.get(name)
-    if replacement is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"awq_autoselect.errors.{name} is deprecated: it is {replacement.__name__} since 0.2.0",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return replacement
 
 
 def __dir__() -> list[str]:
