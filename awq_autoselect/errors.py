@@ -19,15 +19,14 @@ Each subclass also inherits the builtin a caller would catch anyway (``FileNotFo
 checkpoint, ``PermissionError`` for a gated Hub model, ``OSError`` for an unwritable output, ``ImportError`` for a
 missing optional package). Messages name the input, say what was expected and what to do. "No GPU" is not an
 error: detection returns a result with reasons.
+
+This module imports nothing of the package (annotations included): every other module imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .loading.records import Attempt
+from typing import Protocol
 
 __all__ = [
     "AwqAutoselectError",
@@ -156,12 +155,33 @@ class VersionUnavailableError(KernelError):
         self.reasons = reasons
 
 
-class KernelFailedError(KernelError):
-    """Every candidate kernel failed to load or to pass the probe. ``attempts`` lists each one, in order."""
+class _Attempt(Protocol):
+    """What an attempt of the fallback walk offers (:class:`awq_autoselect.loading.records.Attempt` is the one
+    the loader raises with; its ``str()`` is one line: the kernel and how it ended)."""
 
-    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+    @property
+    def kernel(self) -> str: ...  # a catalogue.Kernel, a str enum
+    @property
+    def fused(self) -> bool: ...
+    @property
+    def stage(self) -> str: ...  # "trial", "unmeasured", "skipped", "load", "probe" or "ok"
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def seconds(self) -> float: ...
+
+
+class KernelFailedError(KernelError):
+    """Every candidate kernel failed to load or to pass the probe. ``attempts`` lists each one, in order
+    (:class:`awq_autoselect.loading.records.Attempt` records)."""
+
+    def __init__(self, message: str, attempts: Sequence[_Attempt] = ()) -> None:
         super().__init__(message)
-        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.attempts: tuple[_Attempt, ...] = tuple(attempts)
 
 
 # --- 4. the CUDA context is gone (exit 4) ------------------------------------------------------------------
