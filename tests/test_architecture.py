@@ -187,15 +187,23 @@ def test_the_cycle_finder_finds_a_cycle_and_only_cycles() -> None:
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_the_checker_sees_imports_inside_functions_and_type_checking_blocks_only_when_asked() -> None:
+def test_the_checker_sees_imports_inside_functions_and_type_checking_blocks_only_when_asked(tmp_path: Path) -> None:
     sample = PACKAGE / "loading" / "load.py"
     imports = _imports(sample, "awq_autoselect.loading.load")
     assert "awq_autoselect.selection" in imports  # imported inside load_quantized_auto
-    records = PACKAGE / "loading" / "records.py"
-    runtime = _imports(records, "awq_autoselect.loading.records")
-    annotated = _imports(records, "awq_autoselect.loading.records", annotations=True)
-    assert "awq_autoselect.hub" not in runtime  # only under TYPE_CHECKING
-    assert "awq_autoselect.hub" in annotated
+    module = tmp_path / "sample.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from .errors import InputError\n"
+        "if TYPE_CHECKING:\n"
+        "    from .hub import HubOrigin\n"
+        "def f() -> None:\n"
+        "    from awq_autoselect.trials import runner\n",
+        encoding="utf-8",
+    )
+    runtime = {"awq_autoselect.errors", "awq_autoselect.trials.runner"}
+    assert _imports(module, "awq_autoselect.sample") == runtime
+    assert _imports(module, "awq_autoselect.sample", annotations=True) == {*runtime, "awq_autoselect.hub"}
 
 
 def test_errors_imports_nothing_of_the_package() -> None:
