@@ -8,9 +8,7 @@ nor awq. Those are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import warnings
 
 from ._version import __version__
 from .bench import BenchmarkReport, benchmark_versions
@@ -42,59 +40,6 @@ __all__ = [
 
 # A library logs; it never prints. Without this, Python's last-resort handler would print our warnings to stderr.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
-
-#: Top-level names of 0.1.0 that live in their own modules now: they still resolve here, with a
-#: DeprecationWarning, until 0.3.0 (CHANGELOG.md lists them).
-DEPRECATED_NAMES: dict[str, str] = {
-    "CATALOGUE": "catalogue",
-    "KernelSpec": "catalogue",
-    "Layout": "catalogue",
-    "Regime": "catalogue",
-    "CheckpointInfo": "checkpoint",
-    "QuantConfig": "checkpoint",
-    "read_checkpoint": "checkpoint",
-    "convert_checkpoint": "conversion",
-    "Environment": "environment",
-    "ModuleState": "environment",
-    "ModuleStatus": "environment",
-    "probe_environment": "environment",
-    "DetectionAttempt": "hardware",
-    "DetectionSource": "hardware",
-    "GPUInfo": "hardware",
-    "Attempt": "loading",
-    "ProbeResult": "loading",
-    "load_dense_baseline": "loading",
-    "Candidate": "selection",
-    "make_synthetic_checkpoint": "testing",
-    "CheckpointError": "errors",
-    "CheckpointNotFoundError": "errors",
-    "ConversionError": "errors",
-    "CorruptCheckpointError": "errors",
-    "CudaContextPoisonedError": "errors",
-    "InvalidCapabilityError": "errors",
-    "InvalidDeviceSpecError": "errors",
-    "KernelFailedError": "errors",
-    "NoCompatibleKernelError": "errors",
-    "NotAwqCheckpointError": "errors",
-    "UnknownVersionError": "errors",
-    "UnsupportedModelTypeError": "errors",
-    "UnsupportedQuantConfigError": "errors",
-    "VersionUnavailableError": "errors",
-}
-
-
-def __getattr__(name: str) -> object:
-    module = DEPRECATED_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"awq_autoselect.{name} is deprecated: import it from awq_autoselect.{module} (removed in 0.3.0)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    from ._moved import resolved
-
-    return resolved(importlib.import_module(f".{module}", __name__), name)
 
 
 def __dir__() -> list[str]:

@@ -25,6 +25,7 @@ from packaging.specifiers import SpecifierSet
 
 from .capability import ComputeCapability
 from .errors import UnknownVersionError
+from .workload import Regime  # re-exported: Priority.of takes one
 
 __all__ = [
     "CATALOGUE",
@@ -71,17 +72,6 @@ class Layout(str, enum.Enum):
     GEMV = "gemv"  # qweight int32 [N, K/8] natural order; qzeros int32 [N, zw]; scales fp16 [N, zw*8]
     GEMV_FAST = "gemv_fast"  # qweight int16 [N/4, K] interleaved; scales/qzeros fp16 [zw*8, N], qzeros=-s*z
     MARLIN = "marlin"  # symmetric, no qzeros; qweight int32 [K/16, 2N] in Marlin tile order
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Regime(str, enum.Enum):
-    """What the workload spends its time on. See :class:`awq_autoselect.selection.Workload`."""
-
-    DECODE = "decode"  # single query (batch < 8), decode-dominated: few rows per matmul
-    PREFILL = "prefill"  # single query whose prompt outweighs its output: many rows once, then few
-    BATCH = "batch"  # batched throughput (batch >= 8): many rows every step
 
     def __str__(self) -> str:
         return self.value

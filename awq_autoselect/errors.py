@@ -20,18 +20,13 @@ checkpoint, ``PermissionError`` for a gated Hub model, ``OSError`` for an unwrit
 missing optional package). Messages name the input, say what was expected and what to do. "No GPU" is not an
 error: detection returns a result with reasons.
 
-Names of 0.1.0 that became one of the classes below still resolve for one release, with a DeprecationWarning
-(see :data:`DEPRECATED`).
+This module imports nothing of the package (annotations included): every other module imports it.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .loading.records import Attempt
+from typing import Protocol
 
 __all__ = [
     "AwqAutoselectError",
@@ -160,12 +155,33 @@ class VersionUnavailableError(KernelError):
         self.reasons = reasons
 
 
-class KernelFailedError(KernelError):
-    """Every candidate kernel failed to load or to pass the probe. ``attempts`` lists each one, in order."""
+class _Attempt(Protocol):
+    """What an attempt of the fallback walk offers (:class:`awq_autoselect.loading.records.Attempt` is the one
+    the loader raises with; its ``str()`` is one line: the kernel and how it ended)."""
 
-    def __init__(self, message: str, attempts: Sequence[Attempt] = ()) -> None:
+    @property
+    def kernel(self) -> str: ...  # a catalogue.Kernel, a str enum
+    @property
+    def fused(self) -> bool: ...
+    @property
+    def stage(self) -> str: ...  # "trial", "unmeasured", "skipped", "load", "probe" or "ok"
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def seconds(self) -> float: ...
+
+
+class KernelFailedError(KernelError):
+    """Every candidate kernel failed to load or to pass the probe. ``attempts`` lists each one, in order
+    (:class:`awq_autoselect.loading.records.Attempt` records)."""
+
+    def __init__(self, message: str, attempts: Sequence[_Attempt] = ()) -> None:
         super().__init__(message)
-        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.attempts: tuple[_Attempt, ...] = tuple(attempts)
 
 
 # --- 4. the CUDA context is gone (exit 4) ------------------------------------------------------------------
@@ -195,34 +211,6 @@ class TrialCacheWarning(UserWarning):
     """The trial cache folder cannot be used (not writable, a file in its place, or inside a model checkpoint):
     nothing is cached, so trials run again on every load. Warned once per process and folder; the message names
     ``AWQ_AUTOSELECT_CACHE_DIR``, the fix."""
-
-
-#: 0.1.0 names that were merged into the classes above; they resolve, with a DeprecationWarning, until 0.3.0.
-DEPRECATED: Mapping[str, type[Exception]] = {
-    "InvalidBenchmarkSettingsError": InvalidArgumentError,
-    "InvalidWorkloadError": InvalidArgumentError,
-    "StaticDecodeError": InvalidArgumentError,
-    "SyntheticSpecError": InvalidArgumentError,
-    "TorchInt4InputError": InvalidArgumentError,
-    "UnknownModuleError": InvalidArgumentError,
-    "PlotUnavailableError": MissingDependencyError,
-    "TritonUnavailableError": MissingDependencyError,
-    "UnsupportedModelTypeError": UnsupportedCheckpointError,
-    "UnsupportedQuantConfigError": UnsupportedCheckpointError,
-    "OutputDirNotEmptyError": OutputPathError,
-}
-
-
-def __getattr__(name: str) -> type[Exception]:
-    replacement = DEPRECATED.get(name)
-    if replacement is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"awq_autoselect.errors.{name} is deprecated: it is {replacement.__name__} since 0.2.0",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return replacement
 
 
 def __dir__() -> list[str]:

@@ -5,7 +5,7 @@ classes are: the machine (device type, compute capability of every GPU the model
 in the :class:`~awq_autoselect.environment.Environment`, the torch version), then the checkpoint (bits,
 zero point, group size, packed layout, layer shapes). Each check returns ``(ok, reason)``; a kernel is viable
 when every check passes. Viable kernels are ranked by their catalogue priority for the workload's
-:class:`~awq_autoselect.catalogue.Regime`, ties going to the kernel that needs no layout conversion, then to
+:class:`~awq_autoselect.workload.Regime`, ties going to the kernel that needs no layout conversion, then to
 catalogue order. Nothing is chosen that the hardware or the installed modules cannot run, and every rejected
 kernel keeps the reasons it was rejected for (docs/selection.md explains the policy and its sources).
 
@@ -31,7 +31,7 @@ from packaging.specifiers import SpecifierSet
 
 from ._packages import satisfies
 from .capability import CapabilityLike, ComputeCapability
-from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, Regime, parse_kernel
+from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, parse_kernel
 from .checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, count_zero_point_zeros, read_checkpoint
 from .choice import Candidate, Selection
 from .devices import parse_device
@@ -40,7 +40,7 @@ from .errors import InvalidArgumentError, InvalidDeviceSpecError, NoCompatibleKe
 from .hub import resolve_checkpoint
 from .ranking import RequestTime, order, request_time
 from .trials.records import TrialReport
-from .workload import BATCH_THRESHOLD, Workload
+from .workload import BATCH_THRESHOLD, Regime, Workload
 
 __all__ = [
     "BATCH_THRESHOLD",

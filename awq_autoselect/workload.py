@@ -1,16 +1,17 @@
-"""What a model will be asked to do: a :class:`Workload` (batch size, prompt and output lengths, decode mode).
+"""What a model will be asked to do: a :class:`Workload` (batch size, prompt and output lengths, decode mode), and
+the :class:`Regime` it spends its time in.
 
 Imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-from .catalogue import Regime
 from .errors import InvalidArgumentError
 
-__all__ = ["BATCH_THRESHOLD", "DECODE_MODES", "MAX_PREFILL_ROWS", "Workload"]
+__all__ = ["BATCH_THRESHOLD", "DECODE_MODES", "MAX_PREFILL_ROWS", "Regime", "Workload"]
 
 #: How decode steps can run: replayed from a captured CUDA graph, or one Python call per layer.
 DECODE_MODES = ("graph", "eager")
@@ -21,6 +22,17 @@ MAX_PREFILL_ROWS = 4096
 #: to its GEMM-like kernel above 8 rows, GEMV_fast's decode kernel only runs batches below 8, and AutoAWQ's
 #: README marks GEMV "avoid" at batch 8 (docs/selection.md).
 BATCH_THRESHOLD = 8
+
+
+class Regime(str, enum.Enum):
+    """What a :class:`Workload` spends its time on; the catalogue's published priorities are given per regime."""
+
+    DECODE = "decode"  # single query (batch < 8), decode-dominated: few rows per matmul
+    PREFILL = "prefill"  # single query whose prompt outweighs its output: many rows once, then few
+    BATCH = "batch"  # batched throughput (batch >= 8): many rows every step
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)

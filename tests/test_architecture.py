@@ -2,7 +2,8 @@
 
 - Every module of the package is in the document's module table, and every module in the table exists.
 - Data flows one way: no module imports (at run time, at any depth of a function) a module that the table lists
-  after it. ``if TYPE_CHECKING:`` imports are annotations, not data flow, and are not counted.
+  after it. ``if TYPE_CHECKING:`` imports are annotations, not data flow, and are not counted here.
+- No import cycle of any kind: counting ``if TYPE_CHECKING:`` imports too, no module reaches itself.
 - No module is over ~800 lines (the style guide's bound for one job).
 - ``import awq_autoselect`` stays cheap (checked in tests/test_package.py).
 """
@@ -45,14 +46,15 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _runtime_imports(path: Path, module: str) -> set[str]:
-    """Modules of the package that ``module`` imports at run time (anywhere but under ``if TYPE_CHECKING``)."""
+def _imports(path: Path, module: str, *, annotations: bool = False) -> set[str]:
+    """Modules of the package that ``module`` imports at run time (anywhere, inside functions too), and with
+    ``annotations`` also those it imports under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if not annotations and isinstance(node, ast.If) and _is_type_checking(node):
             for child in node.orelse:
                 visit(child)
             return
@@ -97,7 +99,7 @@ def test_no_module_imports_one_after_it(module: str) -> None:
     rank = {name: i for i, name in enumerate(order)}
     path = _modules()[module]
     upward = []
-    for imported in sorted(_runtime_imports(path, module)):
+    for imported in sorted(_imports(path, module)):
         owner = _owner(imported, order)
         if owner is None or owner == module:
             continue
@@ -114,9 +116,95 @@ def test_no_module_is_over_800_lines(module: str) -> None:
     assert lines <= MAX_LINES, f"{module} has {lines} lines: over ~{MAX_LINES} a module holds two jobs"
 
 
-def test_the_checker_sees_imports_inside_functions_and_skips_type_checking_blocks(tmp_path: Path) -> None:
+def _import_graph() -> dict[str, set[str]]:
+    """Every module to the modules of the package it imports, annotation imports included. ``from pkg import x``
+    is an edge to ``pkg.x`` when that is a module, else to ``pkg`` (its ``__init__``); the parent packages Python
+    imports on the way are not edges (every module would reach ``awq_autoselect/__init__.py``)."""
+    modules = _modules()
+    return {
+        module: {name for name in _imports(path, module, annotations=True) if name in modules and name != module}
+        for module, path in modules.items()
+    }
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle, as a path ``[a, b, ..., a]``, for each group of modules that reach one another."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def connect(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+
+    cycles = []
+    for group in groups:
+        start = min(group)
+        paths = {start: [start]}
+        queue = [start]
+        while queue:  # breadth first: the shortest way back to start inside the group
+            node = queue.pop(0)
+            if start in graph[node]:
+                cycles.append([*paths[node], start])
+                break
+            for target in sorted(graph[node] & group):
+                if target not in paths:
+                    paths[target] = [*paths[node], target]
+                    queue.append(target)
+    return cycles
+
+
+def test_no_import_cycle_annotation_imports_included() -> None:
+    cycles = _cycles(_import_graph())
+    assert not cycles, "import cycles (TYPE_CHECKING imports included):\n" + "\n".join(
+        " -> ".join(cycle) for cycle in cycles
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_checker_sees_imports_inside_functions_and_type_checking_blocks_only_when_asked(tmp_path: Path) -> None:
     sample = PACKAGE / "loading" / "load.py"
-    imports = _runtime_imports(sample, "awq_autoselect.loading.load")
+    imports = _imports(sample, "awq_autoselect.loading.load")
     assert "awq_autoselect.selection" in imports  # imported inside load_quantized_auto
-    errors = _runtime_imports(PACKAGE / "errors.py", "awq_autoselect.errors")
-    assert not any(name.startswith("awq_autoselect.loading") for name in errors)  # only under TYPE_CHECKING
+    module = tmp_path / "sample.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from .errors import InputError\n"
+        "if TYPE_CHECKING:\n"
+        "    from .hub import HubOrigin\n"
+        "def f() -> None:\n"
+        "    from awq_autoselect.trials import runner\n",
+        encoding="utf-8",
+    )
+    runtime = {"awq_autoselect.errors", "awq_autoselect.trials.runner"}
+    assert _imports(module, "awq_autoselect.sample") == runtime
+    assert _imports(module, "awq_autoselect.sample", annotations=True) == {*runtime, "awq_autoselect.hub"}
+
+
+def test_errors_imports_nothing_of_the_package() -> None:
+    assert _imports(PACKAGE / "errors.py", "awq_autoselect.errors", annotations=True) == set()

@@ -61,14 +61,27 @@ def test_payloads_are_typed() -> None:
     assert errors.KernelFailedError("all failed").attempts == ()
 
 
-@pytest.mark.parametrize("name", sorted(errors.DEPRECATED))
-def test_old_names_resolve_with_a_warning(name: str) -> None:
-    with pytest.warns(DeprecationWarning, match=f"{name} is deprecated"):
-        cls = getattr(errors, name)
-    assert cls is errors.DEPRECATED[name]
+@pytest.mark.parametrize(
+    "name",
+    [
+        "InvalidBenchmarkSettingsError",
+        "InvalidWorkloadError",
+        "StaticDecodeError",
+        "SyntheticSpecError",
+        "TorchInt4InputError",
+        "UnknownModuleError",
+        "PlotUnavailableError",
+        "TritonUnavailableError",
+        "UnsupportedModelTypeError",
+        "UnsupportedQuantConfigError",
+        "OutputDirNotEmptyError",
+        "NoSuchError",
+    ],
+)
+def test_names_of_0_1_0_merged_into_the_bases_are_gone(name: str) -> None:
     assert name not in errors.__all__
     with pytest.raises(AttributeError):
-        errors.NoSuchError  # noqa: B018
+        getattr(errors, name)
 
 
 def test_missing_dependency_is_an_import_error_and_an_argument_error() -> None:

@@ -17,7 +17,6 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 from awq_autoselect.errors import ConversionError, MissingDependencyError
 from awq_autoselect.kernels import int4_dequant as _int4_dequant
-from awq_autoselect.kernels import torch_int4 as _torch_int4
 from awq_autoselect.kernels.int4_dequant import (
     DenseBuilder,
     dequantize_tiles,
@@ -255,12 +254,11 @@ def test_auto_on_cpu_runs_the_torch_version() -> None:
     assert same_bits(dequantize_tiles(qtiles, pairs, 32, 512, 128, backend="torch"), expected)
 
 
-def test_module_dequantize_and_the_old_name_give_the_torch_result() -> None:
+def test_module_dequantize_gives_the_torch_result() -> None:
     weight = random_weight(32, 256, 64, seed=11)
     module = TorchInt4Linear.from_unpacked(weight)
     expected = dequantize_tiles_torch(module.qtiles, module.scales_and_zeros, 32, 256, 64)
     assert same_bits(module.dequantize(), expected)
-    assert _torch_int4._dequantize_tiles is dequantize_tiles_torch
 
 
 def test_a_failed_launch_falls_back_once_and_is_remembered(

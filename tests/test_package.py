@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.machinery
 import json
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -36,19 +35,6 @@ def test_public_names_resolve_and_are_listed() -> None:
     assert len(awq_autoselect.__all__) <= 16  # the verbs, their results and a few values; the rest in submodules
 
 
-@pytest.mark.parametrize("name", sorted(awq_autoselect.DEPRECATED_NAMES))
-def test_names_removed_from_the_top_level_still_resolve_with_a_warning(name: str) -> None:
-    with pytest.warns(DeprecationWarning, match=f"awq_autoselect.{name} is deprecated"):
-        value = getattr(awq_autoselect, name)
-    module = importlib.import_module(f"awq_autoselect.{awq_autoselect.DEPRECATED_NAMES[name]}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        assert value is getattr(module, name)
-    assert name not in awq_autoselect.__all__
-    with pytest.raises(AttributeError):
-        awq_autoselect.no_such_name  # noqa: B018
-
-
 def test_version_matches_pyproject_and_typed_marker_ships() -> None:
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is 3.11+; the package supports 3.10
     version = re.search(r'^version = "([^"]+)"', text, flags=re.MULTILINE)
@@ -58,22 +44,53 @@ def test_version_matches_pyproject_and_typed_marker_ships() -> None:
     assert (ROOT / "awq_autoselect" / "py.typed").is_file()
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "name"),
-    [
-        ("benchmark", "awq_autoselect.bench", "benchmark_versions"),
-        ("cudagraph", "awq_autoselect.decode.static", "generate_with_cuda_graph"),
-        ("synthetic", "awq_autoselect.testing.synthetic", "make_synthetic_checkpoint"),
-    ],
-)
-def test_moved_modules_of_0_1_0_still_import_with_a_warning(old: str, new: str, name: str) -> None:
-    import importlib
-    import sys
+#: What 0.1.0 exported at the top level; 0.2.0 kept these as deprecated aliases, 0.3.0 removed them.
+REMOVED_IN_0_3_0 = [
+    "CATALOGUE",
+    "KernelSpec",
+    "Layout",
+    "Regime",
+    "CheckpointInfo",
+    "QuantConfig",
+    "read_checkpoint",
+    "convert_checkpoint",
+    "Environment",
+    "ModuleState",
+    "ModuleStatus",
+    "probe_environment",
+    "DetectionAttempt",
+    "DetectionSource",
+    "GPUInfo",
+    "Attempt",
+    "ProbeResult",
+    "load_dense_baseline",
+    "Candidate",
+    "make_synthetic_checkpoint",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "ConversionError",
+    "CorruptCheckpointError",
+    "CudaContextPoisonedError",
+    "InvalidCapabilityError",
+    "InvalidDeviceSpecError",
+    "KernelFailedError",
+    "NoCompatibleKernelError",
+    "NotAwqCheckpointError",
+    "UnknownVersionError",
+    "UnsupportedModelTypeError",
+    "UnsupportedQuantConfigError",
+    "VersionUnavailableError",
+]
 
-    sys.modules.pop(f"awq_autoselect.{old}", None)
-    with pytest.warns(DeprecationWarning, match=f"awq_autoselect.{old} is deprecated: it is {new} since 0.2.0"):
-        module = importlib.import_module(f"awq_autoselect.{old}")
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
-    assert name in dir(module)
-    with pytest.raises(AttributeError, match=f"moved to {new}"):
-        module.no_such_name  # noqa: B018
+
+@pytest.mark.parametrize("name", [*REMOVED_IN_0_3_0, "no_such_name"])
+def test_names_outside_the_public_surface_do_not_resolve(name: str) -> None:
+    assert name not in awq_autoselect.__all__
+    with pytest.raises(AttributeError):
+        getattr(awq_autoselect, name)
+
+
+@pytest.mark.parametrize("old", ["benchmark", "cudagraph", "synthetic"])
+def test_the_modules_of_0_1_0_that_moved_are_gone(old: str) -> None:
+    # PathFinder over the package's own folder: an editable install's finder may map the name to another checkout.
+    assert importlib.machinery.PathFinder.find_spec(f"awq_autoselect.{old}", list(awq_autoselect.__path__)) is None

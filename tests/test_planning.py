@@ -215,9 +215,9 @@ def test_a_tie_measured_on_a_quiet_host_is_the_kernels_own_and_is_not_marked(
 
 
 def _imports(module: str) -> set[str]:
-    from tests.test_architecture import _modules, _runtime_imports
+    from tests import test_architecture
 
-    return _runtime_imports(_modules()[module], module)
+    return test_architecture._imports(test_architecture._modules()[module], module)  # run-time imports
 
 
 def test_selection_runs_no_trial_and_load_bench_tune_select_plan() -> None:

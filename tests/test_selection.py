@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from awq_autoselect.capability import ComputeCapability
-from awq_autoselect.catalogue import CATALOGUE, Kernel, Layout, Regime
+from awq_autoselect.catalogue import CATALOGUE, Kernel, Layout
 from awq_autoselect.checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
 from awq_autoselect.environment import Environment, _classify_import_error, probe_environment
 from awq_autoselect.errors import (
@@ -37,6 +37,7 @@ from awq_autoselect.selection import (
     layout_conversion,
     select_awq_version,
 )
+from awq_autoselect.workload import Regime
 
 QuantizedFactory = Callable[..., Path]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "selection.md"

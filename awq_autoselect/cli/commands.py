@@ -338,7 +338,8 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
-    from awq_autoselect.catalogue import CATALOGUE, Regime
+    from awq_autoselect.catalogue import CATALOGUE
+    from awq_autoselect.workload import Regime
 
     if args.json:
         data = []

@@ -42,7 +42,7 @@ from awq_autoselect._packages import satisfies
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
 
-from .int4_dequant import DenseBuilder, dequantize_tiles, dequantize_tiles_torch
+from .int4_dequant import DenseBuilder, dequantize_tiles
 
 if TYPE_CHECKING:
     from typing import Self
@@ -171,10 +171,6 @@ def unpack_tiles(tiles: torch.Tensor, out_features: int, in_features: int) -> to
     raw = tiles.contiguous().view(torch.uint8).view(n_tiles, k_outer, 8, 4, pairs, 2, 2)  # nt, ko, a, b, p, h, bl
     nibbles = torch.stack((raw & 0xF, raw >> 4), dim=-1)  # ..., nib
     return nibbles.permute(0, 2, 1, 4, 6, 7, 3, 5).reshape(out_features, in_features)
-
-
-# Kept under its old name: the torch implementation now lives in _int4_dequant (beside the Triton kernel).
-_dequantize_tiles = dequantize_tiles_torch
 
 
 def weight_error_bound(

@@ -5,7 +5,7 @@ layers), the packed layout and the group size, not on the values of the weights.
 real model's shapes and AutoAWQ's real on-disk format, filled with seeded random 4-bit weights, so 7B-scale
 benchmarks run on a machine that cannot reach a model hub::
 
-    from awq_autoselect.synthetic import make_synthetic_checkpoint
+    from awq_autoselect.testing import make_synthetic_checkpoint
 
     path = make_synthetic_checkpoint("/tmp/llama-2-7b-awq", shape="llama-2-7b", version="gemm", device="cuda")
 

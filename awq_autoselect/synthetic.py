@@ -1,5 +1,0 @@
-"""Deprecated: ``awq_autoselect.synthetic`` is ``awq_autoselect.testing.synthetic`` since 0.2.0 (removed in 0.3.0)."""
-
-from awq_autoselect._moved import moved_module
-
-__getattr__, __dir__ = moved_module(__name__, ("awq_autoselect.testing.synthetic", "awq_autoselect.errors"))
