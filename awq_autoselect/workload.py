@@ -10,11 +10,13 @@ import enum
 from dataclasses import dataclass
 
 from .errors import InvalidArgumentError
+from .modes import MEASURED
 
 __all__ = ["BATCH_THRESHOLD", "DECODE_MODES", "MAX_PREFILL_ROWS", "Regime", "Workload"]
 
-#: How decode steps can run: replayed from a captured CUDA graph, or one Python call per layer.
-DECODE_MODES = ("graph", "eager")
+#: How decode steps can run, as a workload names them: replayed from a captured CUDA graph, or one Python call per
+#: layer (:data:`awq_autoselect.modes.MEASURED`).
+DECODE_MODES = tuple(mode.value for mode in MEASURED)
 #: Prefill row counts are measured up to this many rows.
 MAX_PREFILL_ROWS = 4096
 

@@ -122,7 +122,7 @@ step_make7b() {
     log "make7b exit $?"
 }
 step_fast7b() {
-    bench bench-7b-fast 330 --versions auto --fp16 --decode compiled,generate,hf-static \
+    bench bench-7b-fast 330 --versions auto --fp16 --decode compile,generate,hf-static \
         --prompt-tokens 128 --new-tokens 128 --repeats 3 --warmup 1
 }
 step_prefill7b() {

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from awq_autoselect._awq import hf_model_of
 from awq_autoselect.errors import InvalidArgumentError
+from awq_autoselect.modes import BENCHMARKED
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["DECODE_MODES", "Decoder", "EagerDecoder", "GenerateDecoder", "GraphDecoder", "parse_decode_modes"]
 
 #: The decode modes a benchmark can time (see the module docstring).
-DECODE_MODES = ("eager", "graph", "compiled", "generate", "hf-static")
+DECODE_MODES = tuple(mode.value for mode in BENCHMARKED)  # awq_autoselect.modes
 
 
 def parse_decode_modes(decode: Sequence[str] | str) -> tuple[str, ...]:

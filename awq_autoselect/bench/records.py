@@ -188,7 +188,7 @@ class BatchResult:
 
     version: str
     batch_size: int = field(metadata=_POSITIVE)
-    decode: str  # eager, graph, compiled, generate or hf-static (awq_autoselect.bench.decoders)
+    decode: str  # eager, graph, compile, generate or hf-static (awq_autoselect.modes.BENCHMARKED)
     status: Status
     reason: str | None
     ttft_ms: LatencyStats | None  # over measured runs

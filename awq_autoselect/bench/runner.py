@@ -295,9 +295,9 @@ class Runner:
         assert model is not None
         before = self.device.allocated()
         try:
-            if run.decode in ("graph", "compiled"):
+            if run.decode in ("graph", "compile"):
                 cache = self.s.prompt_tokens + self.s.new_tokens
-                run.decoder = GraphDecoder(model, batch_size, cache, compile=run.decode == "compiled")
+                run.decoder = GraphDecoder(model, batch_size, cache, compile=run.decode == "compile")
                 run.note_graph()
             elif run.decode in ("generate", "hf-static"):
                 run.decoder = GenerateDecoder(model, recipe=run.decode)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from awq_autoselect._packages import dist_version, satisfies
 from awq_autoselect._quiet import silenced
 from awq_autoselect.errors import FallbackWarning, InvalidArgumentError
+from awq_autoselect.modes import FAST_DECODE
 
 from .static import StaticDecoder
 
@@ -51,7 +52,7 @@ __all__ = ["DECODE_MODES", "FastGenerate", "install", "uninstall"]
 logger = logging.getLogger(__name__)
 
 #: What ``fast_decode`` may be: compiled step in a CUDA graph, the step in a CUDA graph, a static cache eagerly.
-DECODE_MODES = ("compile", "graph", "eager")
+DECODE_MODES = tuple(mode.value for mode in FAST_DECODE)  # awq_autoselect.modes
 
 _BUCKET = 256  # smallest static cache; sizes double from here
 _KEPT_DECODERS = 2

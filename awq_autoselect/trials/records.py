@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from awq_autoselect.catalogue import Kernel
+from awq_autoselect.modes import DecodeMode
 
 __all__ = [
     "DecodeMode",
@@ -109,16 +110,6 @@ _WORDS = {
     FailureCause.RESOURCE: "hit a resource limit",
     FailureCause.PROCESS: "ended without a result",
 }
-
-
-class DecodeMode(str, enum.Enum):
-    """How decode steps run: one Python call per layer (``eager``), or replayed from a captured CUDA graph."""
-
-    EAGER = "eager"
-    GRAPH = "graph"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
