@@ -3,14 +3,17 @@
 A trial measures a layer called directly and replayed from a CUDA graph, so a workload ranks kernels for
 ``eager`` or ``graph`` decode (:data:`MEASURED`); ``load_quantized_auto(fast_decode=...)`` installs ``compile``,
 ``graph`` or ``eager`` steps (:data:`FAST_DECODE`); a benchmark times those and two whole-``generate()`` recipes
-(:data:`BENCHMARKED`). Imports nothing.
+(:data:`BENCHMARKED`). Imports nothing but the errors.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
-__all__ = ["BENCHMARKED", "FAST_DECODE", "MEASURED", "DecodeMode"]
+from .errors import InvalidArgumentError
+
+__all__ = ["BENCHMARKED", "FAST_DECODE", "MEASURED", "DecodeMode", "parse_decode_modes"]
 
 
 class DecodeMode(str, enum.Enum):
@@ -32,3 +35,21 @@ MEASURED = (DecodeMode.GRAPH, DecodeMode.EAGER)
 FAST_DECODE = (DecodeMode.COMPILE, DecodeMode.GRAPH, DecodeMode.EAGER)
 #: What ``benchmark_versions(decode=...)`` and ``awq-autoselect bench --decode`` time.
 BENCHMARKED = (DecodeMode.EAGER, DecodeMode.GRAPH, DecodeMode.COMPILE, DecodeMode.GENERATE, DecodeMode.HF_STATIC)
+
+
+def parse_decode_modes(decode: Sequence[str] | str, allowed: Sequence[DecodeMode] = BENCHMARKED) -> tuple[str, ...]:
+    """``"eager, graph"`` or ``["eager", "graph"]`` -> ``("eager", "graph")``, in order, without repeats.
+
+    Raises:
+        InvalidArgumentError: no mode, or one that is not in ``allowed`` (default :data:`BENCHMARKED`).
+    """
+    names = [mode.value for mode in allowed]
+    items = [d.strip() for d in decode.split(",")] if isinstance(decode, str) else [str(d).strip() for d in decode]
+    modes = tuple(dict.fromkeys(d for d in items if d))
+    unknown = [d for d in modes if d not in names]
+    if not modes or unknown:
+        raise InvalidArgumentError(
+            f"decode={decode!r}: expected one or more of {', '.join(names)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return modes

@@ -27,10 +27,10 @@ from awq_autoselect.checkpoint import CheckpointInfo, check_fits_context, read_c
 from awq_autoselect.devices import parse_device, resolve_device
 from awq_autoselect.errors import InvalidArgumentError, NoCompatibleKernelError
 from awq_autoselect.hub import resolve_checkpoint
+from awq_autoselect.modes import parse_decode_modes
 from awq_autoselect.trials.runner import progress_enabled, trials_enabled
 from awq_autoselect.workload import Workload
 
-from .decoders import parse_decode_modes
 from .metadata import run_metadata
 from .records import BenchmarkMode, BenchmarkReport, BenchmarkSettings, Status, VersionResult
 from .runner import (

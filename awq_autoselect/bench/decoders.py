@@ -13,37 +13,19 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from awq_autoselect._awq import hf_model_of
-from awq_autoselect.errors import InvalidArgumentError
 from awq_autoselect.modes import BENCHMARKED
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DECODE_MODES", "Decoder", "EagerDecoder", "GenerateDecoder", "GraphDecoder", "parse_decode_modes"]
+__all__ = ["DECODE_MODES", "Decoder", "EagerDecoder", "GenerateDecoder", "GraphDecoder"]
 
 #: The decode modes a benchmark can time (see the module docstring).
 DECODE_MODES = tuple(mode.value for mode in BENCHMARKED)  # awq_autoselect.modes
-
-
-def parse_decode_modes(decode: Sequence[str] | str) -> tuple[str, ...]:
-    """``"eager, graph"`` or ``["eager", "graph"]`` -> ``("eager", "graph")``, in order, without repeats.
-
-    Raises:
-        InvalidArgumentError: no mode, or one that is not in :data:`DECODE_MODES`.
-    """
-    items = [d.strip() for d in decode.split(",")] if isinstance(decode, str) else [str(d).strip() for d in decode]
-    modes = tuple(dict.fromkeys(d for d in items if d))
-    unknown = [d for d in modes if d not in DECODE_MODES]
-    if not modes or unknown:
-        raise InvalidArgumentError(
-            f"decode={decode!r}: expected one or more of {', '.join(DECODE_MODES)}"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
-    return modes
 
 
 class Decoder(Protocol):

@@ -4,22 +4,26 @@ code, and raises the library's errors for :func:`awq_autoselect.cli.main` to rep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from awq_autoselect.errors import CheckpointWarning, FallbackWarning, TrialCacheWarning
 
 from .exits import EXIT_FAILED, EXIT_OK
+from .formatting import (
+    emit_json,
+    entry_dict,
+    entry_line,
+    format_detection,
+    format_environment,
+    progress_printer,
+    write_tune_table,
+)
 
 if TYPE_CHECKING:
-    from awq_autoselect.catalogue import Kernel
     from awq_autoselect.hub import CheckpointSource
-    from awq_autoselect.selection import Selection
-    from awq_autoselect.trials import DecodeMode, TrialReport
     from awq_autoselect.workload import Workload
 
 __all__ = [
@@ -41,43 +45,17 @@ def _split_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _emit_json(data: object, out: TextIO) -> None:
-    json.dump(data, out, indent=2, sort_keys=False, default=str)
-    out.write("\n")
-
-
 def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     from awq_autoselect.hardware import detect_compute_capability
 
     detection = detect_compute_capability(use_torch=args.torch or None, refresh=True)
     if args.json:
-        _emit_json(detection.to_dict(), out)
+        emit_json(detection.to_dict(), out)
     else:
-        out.write(_format_detection(detection))
+        out.write(format_detection(detection))
     if args.require_gpu and not detection:
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _format_detection(detection: object) -> str:
-    from awq_autoselect.hardware import Detection
-
-    assert isinstance(detection, Detection)
-    lines = []
-    if detection.gpus:
-        for gpu in detection.gpus:
-            mem = f"{gpu.total_memory / 1024**3:.1f} GiB" if gpu.total_memory else "? GiB"
-            lines.append(
-                f"cuda:{gpu.index}  {gpu.name}  compute capability {gpu.capability} ({gpu.architecture})  {mem}"
-                f"  {gpu.mig_uuid or gpu.uuid or ''}  [via {gpu.source.value}]"
-            )
-    else:
-        lines.append("no GPU visible to this process")
-    for attempt in detection.attempts:
-        status = "ok" if attempt.ok else "failed"
-        lines.append(f"  {attempt.source.value}: {status}: {attempt.detail} ({attempt.seconds * 1000:.0f} ms)")
-    lines += [f"  warning: {w}" for w in detection.warnings]
-    return "\n".join(lines) + "\n"
 
 
 def cmd_env(args: argparse.Namespace, out: TextIO) -> int:
@@ -85,21 +63,10 @@ def cmd_env(args: argparse.Namespace, out: TextIO) -> int:
 
     env = probe_environment(refresh=True)
     if args.json:
-        _emit_json(env.to_dict(), out)
+        emit_json(env.to_dict(), out)
     else:
-        out.write(_format_environment(env))
+        out.write(format_environment(env))
     return EXIT_OK
-
-
-def _format_environment(env: object) -> str:
-    from awq_autoselect.environment import Environment
-
-    assert isinstance(env, Environment)
-    lines = [f"torch {env.torch_version or '-'} (CUDA {env.torch_cuda_version or '-'})"]
-    for name, status in sorted(env.modules.items()):
-        version = f" {status.version}" if status.version else ""
-        lines.append(f"  {name:<28} {status.state.value:<20}{version}  {status.reason}")
-    return "\n".join(lines) + "\n"
 
 
 def _workload(args: argparse.Namespace, decode: str | None = None, batch_size: int | None = None) -> Workload:
@@ -167,7 +134,7 @@ def cmd_select(args: argparse.Namespace, out: TextIO) -> int:
     selection, source = _select_from_args(args)
     assert isinstance(selection, Selection)
     if args.json:
-        _emit_json({**selection.to_dict(), "checkpoint": None if source is None else source.to_dict()}, out)
+        emit_json({**selection.to_dict(), "checkpoint": None if source is None else source.to_dict()}, out)
     else:
         if source is not None and source.hub is not None:
             out.write(f"checkpoint: {source.describe()}\n")
@@ -210,9 +177,9 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     }
     text = [
         "== GPU detection ==",
-        _format_detection(detection),
+        format_detection(detection),
         "== kernel modules ==",
-        _format_environment(env),
+        format_environment(env),
         "== selection ==",
         ("" if checkpoint is None else f"checkpoint: {checkpoint.describe()}\n")
         + selection.explain().rstrip("\n")
@@ -237,7 +204,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         report["generated_ids"] = generated[0].tolist()
         text.append(f"generated token ids: {generated[0].tolist()}\n")
     if args.json:
-        _emit_json(report, out)
+        emit_json(report, out)
     else:
         out.write("\n".join(text))
     return EXIT_OK
@@ -278,7 +245,7 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
         generated_text = _generate(result.model, tokenizer, args.generate, args.max_new_tokens)
         data["generated"] = generated_text
     if args.json:
-        _emit_json(data, out)
+        emit_json(data, out)
     else:
         out.write(str(result.report) + "\n")
         for message in fallback_warnings:
@@ -368,7 +335,7 @@ def cmd_catalogue(args: argparse.Namespace, out: TextIO) -> int:
                     "sources": list(spec.sources),
                 }
             )
-        _emit_json(data, out)
+        emit_json(data, out)
         return EXIT_OK
     for spec in CATALOGUE.values():
         groups = ",".join(str(g) for g in sorted(spec.group_sizes)) if spec.group_sizes else "any"
@@ -473,80 +440,6 @@ def cmd_make_synthetic(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _progress_printer(err: TextIO) -> Callable[[int, int, Kernel, str], None]:
-    """A progress callback: a tqdm bar on a terminal, else one line per step on ``err``."""
-    bar: object = None
-    if err.isatty():
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            bar = None
-        else:
-            bar = tqdm(total=None, desc="trials", unit="kernel", leave=False, file=err)
-
-    def show(index: int, total: int, kernel: Kernel, status: str) -> None:
-        if bar is not None:
-            bar.total = total  # type: ignore[attr-defined]
-            bar.set_postfix_str(f"{kernel.value}: {status}", refresh=True)  # type: ignore[attr-defined]
-            if status != "running":
-                bar.update(1)  # type: ignore[attr-defined]
-        else:
-            err.write(f"trial {index}/{total} {kernel.value}: {status}\n")
-            err.flush()
-
-    return show
-
-
-def _write_tune_table(out: TextIO, report: TrialReport, work: Workload, mode: DecodeMode, selection: Selection) -> None:
-    """One workload's table of a tune run: per kernel its status, per-shape times, modeled step and prefill, the
-    modeled request with its spread, and its margin to the winner (or the tie the published rank broke)."""
-    from awq_autoselect.trials import DecodeMode
-
-    out.write(f"{work.describe()}\n")
-    out.write(
-        f"{'kernel':<12} {'status':<7} {'us per call at ' + str(work.decode_rows) + ' row(s), eager / graph':<44} "
-        f"{'ms/token (' + mode.value + ')':>16} {'prefill ms':>11} {'request ms':>11} {'spread':>8} {'margin':>9}\n"
-    )
-    for result in report.results:
-        step = result.layers_ms(work.decode_rows, mode)
-        prefill = result.layers_ms(work.prefill_rows, DecodeMode.EAGER)
-        cells = []
-        for shape in result.shapes:
-            timing = shape.timing(work.decode_rows)
-            if timing is not None:
-                graph = "-" if timing.graph_us is None else f"{timing.graph_us:.1f}"
-                cells.append(f"{timing.eager_us:.1f}/{graph}")
-        candidate = next((c for c in selection.candidates if c.kernel is result.kernel), None)
-        request = spread = margin = "-"
-        if candidate is not None and candidate.measured_ms is not None:
-            request = f"{candidate.measured_ms:.2f}"
-            spread = f"{candidate.spread_ms or 0.0:.2f}"
-            won = candidate.margin_ms == 0 and not candidate.tie
-            margin = "winner" if won else f"{candidate.margin_ms or 0.0:+.2f}"
-        out.write(
-            f"{result.kernel.value:<12} {result.status.value:<7} {' '.join(cells) or '-':<44} "
-            f"{'-' if step is None else f'{step:.3f}':>16} {'-' if prefill is None else f'{prefill:.2f}':>11} "
-            f"{request:>11} {spread:>8} {margin:>9}\n"
-        )
-        if result.reason:
-            out.write(f"    {result.reason}\n")
-        if result.inconclusive:
-            out.write("    not cached: an inconclusive trial says nothing about the kernel\n")
-        if candidate is not None and candidate.standing():
-            out.write(f"    {candidate.standing()}\n")
-        if result.host is not None:
-            out.write(f"    host while measuring: {result.host.describe()}\n")
-        if result.thin:
-            out.write(f"    thin: {result.thin}\n")
-        cached = report.cache_note(result.kernel)
-        if cached:
-            out.write(f"    {cached}\n")
-    out.write(f"selected: {selection.kernel.value} (chain: {' > '.join(k.value for k in selection.chain)})\n")
-    for note in selection.notes:
-        if note.startswith("tie (within noise)") or " won by " in note:
-            out.write(f"    {note}\n")
-
-
 def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     """Run every viable kernel on the checkpoint's shapes in child processes; print and cache what was measured."""
     import sys
@@ -575,7 +468,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
         trials=TrialPolicy.REFRESH if args.refresh else TrialPolicy.RUN,
         rows=[r for work in works for r in (work.decode_rows, work.prefill_rows)],
         timeout_s=args.timeout,
-        progress=_progress_printer(sys.stderr),
+        progress=progress_printer(sys.stderr),
         show_progress=False,  # the printer above draws the bar
         measured_by="awq-autoselect tune",
     )
@@ -589,7 +482,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         from awq_autoselect._codec import to_json
 
-        _emit_json(
+        emit_json(
             {
                 "schema": "awq-autoselect.tune/1",
                 "path": str(info.path),
@@ -613,7 +506,7 @@ def cmd_tune(args: argparse.Namespace, out: TextIO) -> int:
             + ")\n"
         )
         for work, selection in zip(works, selections, strict=True):
-            _write_tune_table(out, report, work, mode, selection)
+            write_tune_table(out, report, work, mode, selection)
         out.write(
             "ok results and confirmed broken ones are cached: select, load and bench use them on this machine "
             "(`awq-autoselect cache list` shows them)\n"
@@ -642,12 +535,12 @@ def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     entries = [e for e in cache.entries() if signature is None or e.signature == signature]
     if args.json:
-        _emit_json(
+        emit_json(
             {
                 "schema": "awq-autoselect.cache/1",
                 "folder": str(cache.root),
                 "problem": cache.problem(),
-                "entries": [_entry_dict(e) for e in entries],
+                "entries": [entry_dict(e) for e in entries],
             },
             out,
         )
@@ -657,47 +550,5 @@ def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
     if problem is not None:
         out.write(f"  not used: {problem}\n")
     for entry in entries:
-        out.write(_entry_line(entry) + "\n")
+        out.write(entry_line(entry) + "\n")
     return EXIT_OK
-
-
-def _entry_dict(entry: object) -> dict[str, object]:
-    from awq_autoselect._codec import to_json
-    from awq_autoselect.trials.cache import CacheEntry
-
-    assert isinstance(entry, CacheEntry)
-    return {
-        "file": str(entry.path),
-        "kernel": entry.kernel.value if entry.kernel else None,
-        "checkpoint": entry.checkpoint,
-        "signature": None if entry.signature is None else to_json(entry.signature),
-        "machine": None if entry.machine is None else to_json(entry.machine),
-        "result": None if entry.result is None else to_json(entry.result),
-        "problem": entry.problem or None,
-    }
-
-
-def _entry_line(entry: object) -> str:
-    from awq_autoselect.trials.cache import CacheEntry
-
-    assert isinstance(entry, CacheEntry)
-    if entry.result is None or entry.kernel is None:
-        return f"  {entry.path.name}: {entry.problem}"
-    result, machine = entry.result, entry.machine
-    where = "-" if machine is None else (machine.gpu_name or machine.cpu or machine.device_type)
-    verdict = result.status.value + (f" ({result.cause.value})" if result.cause else "")
-    verdict += " thin" if result.thin else ""
-    by = f" by {result.measured_by}" if result.measured_by else ""
-    shapes = "" if entry.signature is None else ", ".join(f"{k}x{n}" for k, n in entry.signature.shapes)
-    line = f"  {result.measured_on}{by}  {entry.kernel.value:<12} {verdict:<16} on {where}; shapes {shapes}"
-    if entry.checkpoint:
-        line += f"; for {entry.checkpoint}"
-    if entry.problem:
-        line += f" [not used: {entry.problem}]"
-    if not result.ok:
-        line += f"\n      {result.reason}"
-    if result.host is not None:
-        line += f"\n      host while measuring: {result.host.describe()}"
-    if result.thin:
-        line += f"\n      thin: {result.thin}"
-    return line

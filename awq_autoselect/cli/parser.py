@@ -16,6 +16,7 @@ from awq_autoselect.errors import (
     InvalidDeviceSpecError,
     UnknownVersionError,
 )
+from awq_autoselect.modes import parse_decode_modes
 
 from .commands import (
     cmd_bench,
@@ -106,8 +107,6 @@ def _versions(text: str) -> tuple[str, ...]:
 
 
 def _decode_modes(text: str) -> tuple[str, ...]:
-    from awq_autoselect.bench.decoders import parse_decode_modes
-
     try:
         return parse_decode_modes(text)
     except InvalidArgumentError as exc:
