@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from awq_autoselect.errors import ConversionError, MissingDependencyError
+from awq_autoselect.errors import ConversionError, InvalidArgumentError, MissingDependencyError
 from awq_autoselect.formats.packing import split_nibbles
 
 from ._triton import IMPORT_ERROR as _TRITON_IMPORT_ERROR
@@ -372,7 +372,7 @@ def dequantize_tiles_triton(
     Raises:
         ConversionError: the tensors do not hold such a weight, or the kernel cannot take them (float32 scales,
             2**31 or more elements).
-        ValueError: a block size that is not a power of two (``block_k`` below 8).
+        InvalidArgumentError: (a ``ValueError``) a block size that is not a power of two (``block_k`` below 8).
         MissingDependencyError: triton does not import.
         Exception: whatever Triton raises when the kernel does not compile or launch.
     """
@@ -382,7 +382,9 @@ def dequantize_tiles_triton(
         raise ConversionError(f"{refusal}; use backend='torch'")
     for name, value, least in (("block_n", block_n, 1), ("block_k", block_k, 8)):
         if value < least or value & (value - 1):
-            raise ValueError(f"{name} must be a power of two >= {least}, got {value}")
+            raise InvalidArgumentError(
+                f"{name}={value!r}: expected a power of two >= {least}; pass e.g. {name}={max(least, 32)}"
+            )
     return _launch(
         qtiles,
         scales_and_zeros,
@@ -462,13 +464,16 @@ def dequantize_tiles(
     Raises:
         ConversionError: the tensors do not hold such a weight (``backend="triton"``: or the kernel cannot take
             them).
-        ValueError: an unknown ``backend``.
+        InvalidArgumentError: (a ``ValueError``) an unknown ``backend``.
         MissingDependencyError: ``backend="triton"`` and triton does not import.
     """
     if backend == "triton":
         return dequantize_tiles_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)
     if backend not in {"auto", "torch"}:
-        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+        raise InvalidArgumentError(
+            f"backend={backend!r}: expected 'auto', 'triton' or 'torch'; pass 'auto' to use the Triton kernel where "
+            "it can run"
+        )
     _check_tiles(qtiles, scales_and_zeros, out_features, in_features, group_size)
     if backend == "auto" and qtiles.device.type == "cuda":
         dense = _try_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)

@@ -272,9 +272,8 @@ class TorchInt4Linear(torch.nn.Module):
         ConversionError: the shape or group size cannot be held by tinygemm.
         VersionUnavailableError: torch, the device or the dtype cannot run tinygemm (too old a torch, compute
             capability below 8.0, a dtype the kernel lacks).
-        ValueError: ``dense_threshold`` below 1.
-        InvalidArgumentError: ``dense_threshold`` not given and ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` (or another
-            ``AWQ_AUTOSELECT_*`` variable) holds a bad value.
+        InvalidArgumentError: (a ``ValueError``) ``dense_threshold`` below 1; or ``dense_threshold`` not given and
+            ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` (or another ``AWQ_AUTOSELECT_*`` variable) holds a bad value.
     """
 
     qtiles: torch.Tensor
@@ -299,7 +298,10 @@ class TorchInt4Linear(torch.nn.Module):
             dev = torch.device("cuda", torch.cuda.current_device())
         threshold = default_dense_threshold() if dense_threshold is None else dense_threshold
         if threshold < 1:
-            raise ValueError(f"dense_threshold must be >= 1 (rows), got {dense_threshold}")
+            raise InvalidArgumentError(
+                f"dense_threshold={dense_threshold!r}: expected a number of rows >= 1 (from which forward dequantizes "
+                f"and calls F.linear); pass None for the default ({DENSE_THRESHOLD})"
+            )
         _check_platform(dev, dtype)
         self.inner_k_tiles = _check_shape(in_features, out_features, group_size, dev)
         self.in_features = in_features
