@@ -234,7 +234,7 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
             KernelSpec(
                 kernel=Kernel.GEMM_TRITON,
                 summary="AutoAWQ GEMM through its Triton kernel (what GEMM runs when awq_ext cannot import)",
-                module_class="awq_autoselect._modules.TritonGEMMLinear",
+                module_class="awq_autoselect.kernels.gemm.TritonGEMMLinear",
                 layout=Layout.GEMM,
                 extension="triton",
                 devices=frozenset({"cuda"}),
@@ -252,7 +252,7 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
             KernelSpec(
                 kernel=Kernel.GEMM_TORCH,
                 summary="Dequantize the GEMM-layout weights in torch, then torch.matmul (any device, slow)",
-                module_class="awq_autoselect._modules.TorchGEMMLinear",
+                module_class="awq_autoselect.kernels.gemm.TorchGEMMLinear",
                 layout=Layout.GEMM,
                 extension=None,
                 devices=frozenset({"cuda", "cpu", "xpu", "mps"}),
@@ -382,7 +382,7 @@ CATALOGUE: Mapping[Kernel, KernelSpec] = types.MappingProxyType(
             KernelSpec(
                 kernel=Kernel.TORCH_INT4,
                 summary="PyTorch's int4 weight-only matmul (aten._weight_int4pack_mm, 'tinygemm'), bf16",
-                module_class="awq_autoselect._torch_int4.TorchInt4Linear",
+                module_class="awq_autoselect.kernels.torch_int4.TorchInt4Linear",
                 layout=Layout.GEMM,
                 extension=None,
                 devices=frozenset({"cuda", "cpu"}),

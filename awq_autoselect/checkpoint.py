@@ -3,11 +3,13 @@
 Everything here works from ``config.json`` (or the legacy ``quant_config.json``) and the safetensors headers (a
 little-endian length and a JSON table), so a checkpoint can be checked, its layout identified and its layer shapes
 listed on a machine that has neither torch nor a GPU; :func:`count_zero_point_zeros` also reads the ``qzeros``
-tensors (with numpy). Nothing here writes to the checkpoint.
+tensors' bytes, which :mod:`awq_autoselect.formats.qzeros` decodes (with numpy). Nothing here writes to the
+checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +30,7 @@ from .errors import (
     NotAwqCheckpointError,
     UnsupportedCheckpointError,
 )
+from .formats.qzeros import StoredTensor, count_zero_points
 
 __all__ = [
     "AUTOAWQ_MODEL_TYPES",
@@ -695,10 +698,9 @@ def count_zero_point_zeros(info: CheckpointInfo) -> ZeroPointCount:
     per checkpoint and process while its files are unchanged).
 
     Some kernels cannot run them (AutoAWQ repacks ExLlama's zero points as ``zero - 1``: see
-    :attr:`awq_autoselect.catalogue.KernelSpec.zero_minus_one`). Per layout: GEMM and GEMV hold one 4-bit zero
-    point per nibble of ``qzeros`` (GEMV's padding nibbles past ``in_features / group`` are skipped); GEMV_fast
-    stores ``-scale * zero`` in float16, so a 0 there under a non-zero scale is a zero point of 0; Marlin stores
-    none. What is stored is counted, whatever ``zero_point`` says: the kernels use it as stored.
+    :attr:`awq_autoselect.catalogue.KernelSpec.zero_minus_one`). Each layer is read as its layout stores it
+    (:func:`awq_autoselect.formats.qzeros.count_zero_points`, padding skipped); Marlin stores none. What is stored
+    is counted, whatever ``zero_point`` says: the kernels use it as stored.
 
     Raises:
         ImportError: numpy is not installed (transformers, a dependency, installs it).
@@ -717,40 +719,27 @@ def count_zero_point_zeros(info: CheckpointInfo) -> ZeroPointCount:
 
 
 def _count(info: CheckpointInfo) -> ZeroPointCount:
-    import numpy as np
-
     zeros = total = 0
     first: str | None = None
     for layer in info.layers:
         meta = info.tensors.get(f"{layer.prefix}.qzeros")
-        if meta is None:
+        if meta is None:  # Marlin stores no zero points
             continue
-        groups = layer.in_features // info.quant.group_size_for(layer.in_features)
-        if meta.dtype == "F16":  # GEMV_fast: -scale * zero, [padded groups, out_features]
-            scales_meta = info.tensors[f"{layer.prefix}.scales"]
-            if scales_meta.shape != meta.shape or meta.shape[0] < groups:
-                raise CorruptCheckpointError(
-                    f"{meta.file}: {meta.name} {list(meta.shape)} and its scales {list(scales_meta.shape)} do not "
-                    f"fit {groups} groups of {layer.out_features} outputs: the weights file is damaged"
-                )
-            values = np.frombuffer(_read(meta), dtype="<f2").reshape(meta.shape)[:groups]
-            scales = np.frombuffer(_read(scales_meta), dtype="<f2").reshape(meta.shape)[:groups]
-            # a group whose scale is 0 holds no zero point (it reads back as 8, docs/formats.md)
-            found = int(np.count_nonzero((values == 0) & (scales != 0)))
-        else:  # GEMM [groups, out/8] or GEMV [out, padded groups / 8]: int32 words of 8 nibbles
-            words = np.frombuffer(_read(meta), dtype="<u4").reshape(meta.shape)
-            nibbles = (words[:, :, None] >> np.arange(0, 32, 4, dtype=np.uint32)) & 0xF
-            values = nibbles.reshape(meta.shape[0], -1)
-            if layer.layout is Layout.GEMV:
-                if values.shape[1] < groups:
-                    raise CorruptCheckpointError(
-                        f"{meta.file}: {meta.name} {list(meta.shape)} holds {values.shape[1]} zero points per "
-                        f"output, the layer has {groups} groups: the weights file is damaged"
-                    )
-                values = values[:, :groups]
-            found = int(np.count_nonzero(values == 0))
+        scales = info.tensors.get(f"{layer.prefix}.scales")
+        found, count = count_zero_points(
+            layer.layout,
+            _stored(meta),
+            groups=layer.in_features // info.quant.group_size_for(layer.in_features),
+            out_features=layer.out_features,
+            scales=None if scales is None else _stored(scales),
+            where=f"{meta.file}: {meta.name}",
+        )
         zeros += found
-        total += int(values.size)
+        total += count
         if found and first is None:
             first = layer.prefix
     return ZeroPointCount(zeros=zeros, total=total, first=first)
+
+
+def _stored(meta: TensorMeta) -> StoredTensor:
+    return StoredTensor(meta.shape, functools.partial(_read, meta))

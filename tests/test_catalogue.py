@@ -109,6 +109,42 @@ def test_cli_catalogue_prints_the_table() -> None:
     assert isinstance(KernelSpec.__doc__, str)
 
 
+def _autoawq_import_error() -> str | None:
+    """Why AutoAWQ does not import in this environment, or None (it does)."""
+    import importlib
+
+    try:
+        importlib.import_module("awq")
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.mark.parametrize("kernel", list(Kernel), ids=[k.value for k in Kernel])
+def test_every_module_class_path_in_the_catalogue_imports_to_an_nn_module(kernel: Kernel) -> None:
+    """KernelSpec.module_class is the one kernel -> class table (the trials build their layers from it, and
+    ``catalogue --json`` prints it): every path must name a class that exists. A path inside AutoAWQ (or a module of
+    ours that subclasses AutoAWQ's) can only import where AutoAWQ does; this environment is asked, not assumed."""
+    import importlib
+
+    import torch
+
+    path = CATALOGUE[kernel].module_class
+    module_name, _, class_name = path.rpartition(".")
+    assert module_name.startswith(("awq.", "awq_autoselect.")), path
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        why = _autoawq_import_error()
+        if why is not None and (exc.name or "").partition(".")[0] == "awq":
+            pytest.skip(f"{path} lives in or builds on AutoAWQ, which does not import here ({why})")
+        raise
+    cls = getattr(module, class_name, None)
+    assert isinstance(cls, type), f"{path}: {module_name} has no class {class_name}"
+    assert issubclass(cls, torch.nn.Module), path
+    assert f"{cls.__module__}.{cls.__qualname__}" == path  # named where it is defined, not where it is re-exported
+
+
 def test_zero_minus_one_marks_the_kernels_whose_autoawq_layers_repack_zero_points_so() -> None:
     """The flag follows AutoAWQ's source: the layer modules that call unpack_reorder_pack (which stores zero - 1)."""
     import importlib

@@ -24,7 +24,8 @@ import torch
 from awq_autoselect import formats
 from awq_autoselect.catalogue import Layout
 from awq_autoselect.checkpoint import read_checkpoint
-from awq_autoselect.errors import ConversionError, UnknownVersionError
+from awq_autoselect.errors import ConversionError, CorruptCheckpointError, UnknownVersionError
+from awq_autoselect.formats import geometry, packing
 from tests.helpers import QuantizedFactory
 
 GEMM, GEMV, GEMV_FAST, MARLIN = Layout.GEMM, Layout.GEMV, Layout.GEMV_FAST, Layout.MARLIN
@@ -362,6 +363,64 @@ def test_zeros_width_is_autoawqs(in_features: int, group_size: int, expected: in
     assert formats.zeros_width(in_features, group_size) == expected == calculate_zeros_width(in_features, group)
 
 
+def test_the_nibble_order_is_autoawqs() -> None:
+    from awq.utils import packing_utils
+
+    assert list(geometry.AWQ_ORDER) == packing_utils.AWQ_ORDER
+    assert list(geometry.AWQ_REVERSE_ORDER) == packing_utils.AWQ_REVERSE_ORDER
+
+
+def test_words_split_into_nibbles_least_significant_first_and_join_back() -> None:
+    words = torch.tensor([[0x76543210, -0x789ABCDF]], dtype=torch.int32)  # -0x789ABCDF is 0x87654321
+    nibbles = packing.split_nibbles(words)
+    assert nibbles.tolist() == [[0, 1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6, 7, 8]]
+    assert torch.equal(packing.join_nibbles(nibbles, torch.int32), words)
+    halves = packing.split_nibbles(torch.tensor([0x4321], dtype=torch.int16))
+    assert halves.tolist() == [1, 2, 3, 4]
+
+
+def test_from_awq_order_puts_every_column_where_awq_order_says() -> None:
+    gen = torch.Generator().manual_seed(3)
+    words = torch.randint(-(2**31), 2**31, (5, 3), dtype=torch.int32, generator=gen)
+    values = packing.from_awq_order(words)  # [24, 5]
+    assert values.shape == (24, 5) and values.is_contiguous()
+    for row in range(5):
+        for word in range(3):
+            value = int(words[row, word]) & 0xFFFFFFFF
+            for nibble, column in enumerate(geometry.AWQ_ORDER):
+                assert int(values[8 * word + column, row]) == (value >> (4 * nibble)) & 0xF
+
+
+def test_the_qzeros_reader_counts_zero_points_as_each_layout_stores_them() -> None:
+    import numpy as np
+
+    from awq_autoselect.formats.qzeros import StoredTensor, count_zero_points
+
+    def stored(array: Any) -> StoredTensor:
+        return StoredTensor(tuple(array.shape), array.tobytes)
+
+    gemv = stored(np.array([[0x11111110]], dtype="<u4"))  # nibbles 0, 1, 1, ...: two groups, six padding nibbles
+    assert count_zero_points(GEMV, gemv, groups=2, out_features=1, where="t") == (1, 2)
+    assert count_zero_points(GEMM, stored(np.zeros((1, 1), dtype="<u4")), groups=1, out_features=8, where="t") == (8, 8)
+    terms = stored(np.array([[0.0], [0.0], [-3.0]], dtype="<f2"))  # -scale * zero; a zero scale holds no zero point
+    scales = stored(np.array([[1.0], [0.0], [1.0]], dtype="<f2"))
+    assert count_zero_points(GEMV_FAST, terms, groups=3, out_features=1, scales=scales, where="t") == (1, 3)
+    assert count_zero_points(MARLIN, gemv, groups=2, out_features=1, where="t") == (0, 0)
+    with pytest.raises(CorruptCheckpointError, match="t \\[1, 1\\] holds 8 zero points per output, the layer has 9"):
+        count_zero_points(GEMV, gemv, groups=9, out_features=1, where="t")
+    with pytest.raises(CorruptCheckpointError, match="do not fit 3 groups"):
+        count_zero_points(GEMV_FAST, terms, groups=3, out_features=1, where="t")
+
+
+@pytest.mark.parametrize("layout", list(Layout))
+def test_the_torch_free_shapes_are_the_packed_shapes(layout: Layout) -> None:
+    geo = geometry.layer_geometry(layout, 512, 256, 128)
+    expected = formats.packed_shapes(layout, in_features=512, out_features=256, group_size=128)
+    assert {name: (shape, getattr(torch, dtype)) for name, (shape, dtype) in geometry.tensor_shapes(geo).items()} == (
+        expected
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # GEMV_FAST's fp16 zero term
 
@@ -608,7 +667,10 @@ def test_dequantize_refuses_integer_dtypes() -> None:
 
 
 def test_importing_formats_imports_no_torch() -> None:
-    code = "import sys, awq_autoselect.formats; assert 'torch' not in sys.modules and 'awq' not in sys.modules"
+    code = (
+        "import sys, awq_autoselect.formats, awq_autoselect.formats.geometry, awq_autoselect.formats.qzeros; "
+        "heavy = [m for m in ('torch', 'numpy', 'awq') if m in sys.modules]; assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

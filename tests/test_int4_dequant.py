@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-from awq_autoselect.errors import ConversionError, MissingDependencyError
+from awq_autoselect.errors import ConversionError, InvalidArgumentError, MissingDependencyError
 from awq_autoselect.kernels import int4_dequant as _int4_dequant
 from awq_autoselect.kernels.int4_dequant import (
     DenseBuilder,
@@ -340,10 +340,16 @@ def test_the_triton_backend_refuses_float32_and_bad_blocks() -> None:
         dequantize_tiles(qtiles, fine, 16, 256, 4, backend="triton")
     assert same_bits(dequantize_tiles(qtiles, fine, 16, 256, 4), dequantize_tiles_torch(qtiles, fine, 16, 256, 4))
     for kwargs in ({"block_n": 12}, {"block_k": 4}, {"block_k": 96}, {"block_n": 0}):
-        with pytest.raises(ValueError, match="power of two"):
+        with pytest.raises(InvalidArgumentError, match=r"block_[nk]=\d+: expected a power of two >= \d+; pass e\.g\."):
             dequantize_tiles_triton(qtiles, bf16, 16, 256, 128, **kwargs)
-    with pytest.raises(ValueError, match="backend must be"):
-        dequantize_tiles(qtiles, bf16, 16, 256, 128, backend="cuda")  # type: ignore[arg-type]
+
+
+def test_an_unknown_backend_is_an_invalid_argument_that_names_the_choices() -> None:
+    """A bad argument is InvalidArgumentError (the CLI's exit 2), still a ValueError for older callers."""
+    qtiles, pairs = module_tensors(16, 256, 128, dtype=torch.bfloat16)
+    with pytest.raises(InvalidArgumentError, match=r"backend='cuda': expected 'auto', 'triton' or 'torch'") as info:
+        dequantize_tiles(qtiles, pairs, 16, 256, 128, backend="cuda")  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_import_pulls_in_no_heavy_module() -> None:
     code = (
         "import json, sys, awq_autoselect; "
-        "heavy = ('torch', 'pynvml', 'awq', 'transformers', 'triton', 'safetensors', 'huggingface_hub'); "
+        "heavy = ('torch', 'numpy', 'pynvml', 'awq', 'transformers', 'triton', 'safetensors', 'huggingface_hub'); "
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

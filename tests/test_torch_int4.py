@@ -263,7 +263,11 @@ def test_symmetric_weights_have_zero_float_zeros() -> None:
             VersionUnavailableError,
             "no int4pack kernel",
         ),
-        ({"in_features": 256, "out_features": 32, "group_size": 64, "dense_threshold": 0}, ValueError, ">= 1"),
+        (
+            {"in_features": 256, "out_features": 32, "group_size": 64, "dense_threshold": 0},
+            InvalidArgumentError,
+            r"dense_threshold=0: expected a number of rows >= 1 .* pass None for the default",
+        ),
     ],
 )
 def test_construction_rejects_what_tinygemm_cannot_hold(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from awq_autoselect._awq import import_awq
+from awq_autoselect.formats.geometry import AWQ_REVERSE_ORDER
 
 import_awq()
 
@@ -25,7 +26,6 @@ __all__ = ["TorchGEMMLinear", "TritonGEMMLinear", "dequantize_gemm", "swap_gemm_
 DENSE_ROWS_THRESHOLD = 1024
 
 
-_AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # AWQ:awq/utils/packing_utils.py, inverse of the packing order
 _ORDERS: dict[tuple[torch.device, int], torch.Tensor] = {}
 
 
@@ -35,7 +35,7 @@ def _reverse_order(columns: int, device: torch.device) -> torch.Tensor:
     key = (device, columns)
     order = _ORDERS.get(key)
     if order is None:
-        reverse = torch.tensor(_AWQ_REVERSE_ORDER, device=device)
+        reverse = torch.tensor(AWQ_REVERSE_ORDER, device=device)
         order = torch.arange(columns, dtype=torch.int32, device=device).view(-1, 8)[:, reverse].reshape(-1)
         _ORDERS[key] = order
     return order

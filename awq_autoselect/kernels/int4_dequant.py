@@ -1,6 +1,6 @@
 """Dense weights from tinygemm's int4 tiles: one Triton kernel on CUDA, plain torch everywhere else.
 
-:class:`awq_autoselect._torch_int4.TorchInt4Linear` leaves tinygemm for ``F.linear`` from ``dense_threshold``
+:class:`awq_autoselect.kernels.torch_int4.TorchInt4Linear` leaves tinygemm for ``F.linear`` from ``dense_threshold``
 rows on, and then needs its weight dense. :func:`dequantize_tiles` builds it: ``(q - 8) * scale + zero`` in
 float32, cast to the scales' dtype, ``[out_features, in_features]``. For scales and zeros converted from AWQ
 (``(8 - z) * s``, bf16) the float32 sum is exact, so that cast is the one rounding tinygemm's fused multiply-add
@@ -24,7 +24,7 @@ Dispatch (``backend="auto"``): CUDA tensors with bf16/fp16 scales use the Triton
 everything else uses torch. If the kernel fails to build or launch (a Triton that cannot compile for this GPU),
 the torch path is used from then on in this process, logged once at debug level; :func:`triton_failure` says why.
 
-Private module: imported by :mod:`awq_autoselect._torch_int4`. Importing it imports torch, and triton when
+Private module: imported by :mod:`awq_autoselect.kernels.torch_int4`. Importing it imports torch, and triton when
 installed (a missing or broken triton only disables the Triton path).
 """
 
@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from awq_autoselect.errors import ConversionError, MissingDependencyError
+from awq_autoselect.errors import ConversionError, InvalidArgumentError, MissingDependencyError
+from awq_autoselect.formats.packing import split_nibbles
 
 from ._triton import IMPORT_ERROR as _TRITON_IMPORT_ERROR
 from ._triton import interpreting, tl, triton
@@ -105,10 +106,10 @@ def dequantize_tiles_torch(
     """
     n, k = out_features, in_features
     n_tiles, k_outer, _, pairs = qtiles.shape
-    # dims: nt, ko, a, b, p, h, bl  (lane 4a + b, int32 p, byte 2h + bl of it; docs/torch-int4.md)
-    raw = qtiles.contiguous().view(torch.uint8).view(n_tiles, k_outer, 8, 4, pairs, 2, 2)
+    # dims: nt, ko, a, b, p, h, bl, nib  (lane 4a + b, int32 p, byte 2h + bl of it; docs/torch-int4.md)
+    nibbles = split_nibbles(qtiles).view(n_tiles, k_outer, 8, 4, pairs, 2, 2, 2)
     # q - 8 in int8 while the data is one byte per weight; the only full-size passes are in the output dtype.
-    centred = torch.stack((raw & 0xF, raw >> 4), dim=-1).view(torch.int8).sub_(_TINYGEMM_OFFSET)
+    centred = nibbles.view(torch.int8).sub_(_TINYGEMM_OFFSET)
     ordered = centred.permute(0, 2, 1, 4, 6, 7, 3, 5)  # nt, a, ko, p, bl, nib, b, h = n, k
     dense = ordered.to(scales_and_zeros.dtype, memory_format=torch.contiguous_format).view(
         n, k // group_size, group_size
@@ -371,7 +372,7 @@ def dequantize_tiles_triton(
     Raises:
         ConversionError: the tensors do not hold such a weight, or the kernel cannot take them (float32 scales,
             2**31 or more elements).
-        ValueError: a block size that is not a power of two (``block_k`` below 8).
+        InvalidArgumentError: (a ``ValueError``) a block size that is not a power of two (``block_k`` below 8).
         MissingDependencyError: triton does not import.
         Exception: whatever Triton raises when the kernel does not compile or launch.
     """
@@ -381,7 +382,9 @@ def dequantize_tiles_triton(
         raise ConversionError(f"{refusal}; use backend='torch'")
     for name, value, least in (("block_n", block_n, 1), ("block_k", block_k, 8)):
         if value < least or value & (value - 1):
-            raise ValueError(f"{name} must be a power of two >= {least}, got {value}")
+            raise InvalidArgumentError(
+                f"{name}={value!r}: expected a power of two >= {least}; pass e.g. {name}={max(least, 32)}"
+            )
     return _launch(
         qtiles,
         scales_and_zeros,
@@ -461,13 +464,16 @@ def dequantize_tiles(
     Raises:
         ConversionError: the tensors do not hold such a weight (``backend="triton"``: or the kernel cannot take
             them).
-        ValueError: an unknown ``backend``.
+        InvalidArgumentError: (a ``ValueError``) an unknown ``backend``.
         MissingDependencyError: ``backend="triton"`` and triton does not import.
     """
     if backend == "triton":
         return dequantize_tiles_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)
     if backend not in {"auto", "torch"}:
-        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+        raise InvalidArgumentError(
+            f"backend={backend!r}: expected 'auto', 'triton' or 'torch'; pass 'auto' to use the Triton kernel where "
+            "it can run"
+        )
     _check_tiles(qtiles, scales_and_zeros, out_features, in_features, group_size)
     if backend == "auto" and qtiles.device.type == "cuda":
         dense = _try_triton(qtiles, scales_and_zeros, out_features, in_features, group_size)

@@ -28,13 +28,13 @@ installed (a missing or broken triton only disables the kernel).
 from __future__ import annotations
 
 import logging
-import sys
 import types
 from typing import Any, NamedTuple
 
 import torch
 
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, MissingDependencyError
+from awq_autoselect.formats.geometry import require_little_endian
 
 from ._triton import IMPORT_ERROR as _TRITON_IMPORT_ERROR
 from ._triton import interpreting, tl, triton
@@ -91,12 +91,6 @@ def triton_import_error() -> str | None:
 # the layout, in plain torch (any device)
 
 
-def _little_endian() -> None:
-    # scale_zero is assembled from fp16 bits with Tensor.view, which sees the host's byte order.
-    if sys.byteorder != "little":  # pragma: no cover - no big-endian machine runs this
-        raise ConversionError("gemv-layout weights can only be packed on a little-endian host")
-
-
 def check_geometry(out_features: int, in_features: int, group_size: int, interleave: int) -> None:
     """Raise ConversionError unless the layout can hold a ``[out_features, in_features]`` weight.
 
@@ -140,7 +134,7 @@ def pack_gemv_layout(
         ConversionError: shapes that do not fit, a group size or interleave the layout cannot hold, scales that
             are not fp16.
     """
-    _little_endian()
+    require_little_endian("gemv-layout weights")
     n, k = (int(d) for d in intweight.shape)
     check_geometry(n, k, group_size, interleave)
     groups = k // group_size
@@ -179,7 +173,7 @@ def unpack_gemv_layout(
     Raises:
         ConversionError: tensors that do not hold a gemv-layout weight.
     """
-    _little_endian()
+    require_little_endian("gemv-layout weights")
     if qweight.dtype != torch.int32 or scale_zero.dtype != torch.int32 or qweight.dim() != 3 or scale_zero.dim() != 3:
         raise ConversionError(
             f"expected int32 qweight [N/R, K/8, R] and int32 scale_zero [N/R, K/{group_size}, R], got "

@@ -1,10 +1,12 @@
 """One quantized linear layer of any catalogue kernel, built from layout-free weights.
 
 The trials (:mod:`awq_autoselect.trials`) run each kernel on layers of a checkpoint's shapes without loading a
-whole model. The layers built here are the ones ``from_quantized`` builds: AutoAWQ's own ``WQLinear_*`` class for
-the kernel (or the project's :class:`~.torch_int4.TorchInt4Linear` and fixed-backend GEMM classes), holding the
-weights packed by :func:`awq_autoselect.formats.pack` (bit for bit AutoAWQ's packing), post-initialised the way
-AutoAWQ does after a load (ExLlama's ``make_q4``, ExLlamaV2's scratch space, Marlin's workspace, IPEX's repack).
+whole model. The layers built here are the ones ``from_quantized`` builds: the class the catalogue names for the
+kernel (:attr:`~awq_autoselect.catalogue.KernelSpec.module_class`, the one kernel -> class table: AutoAWQ's own
+``WQLinear_*``, or the project's :class:`~.torch_int4.TorchInt4Linear`, :class:`~.triton_int4.TritonInt4Linear`
+and fixed-backend GEMM classes), holding the weights packed by :func:`awq_autoselect.formats.pack` (bit for bit
+AutoAWQ's packing), post-initialised the way AutoAWQ does after a load (ExLlama's ``make_q4``, ExLlamaV2's
+scratch space, Marlin's workspace, IPEX's repack).
 
 Imports torch; AutoAWQ and Triton only for the kernels that need them (a torch_int4 trial imports neither: its
 child process starts seconds sooner).
@@ -18,22 +20,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from awq_autoselect import formats
+from awq_autoselect._awq import import_awq
 from awq_autoselect.catalogue import CATALOGUE, Kernel
-
-from .torch_int4 import TorchInt4Linear
 
 __all__ = ["build_layers"]
 
-# kernel -> (module, class) of AutoAWQ 0.2.9 that runs it
-_AUTOAWQ_CLASSES: dict[Kernel, tuple[str, str]] = {
-    Kernel.GEMM: ("awq.modules.linear.gemm", "WQLinear_GEMM"),
-    Kernel.GEMV: ("awq.modules.linear.gemv", "WQLinear_GEMV"),
-    Kernel.GEMV_FAST: ("awq.modules.linear.gemv_fast", "WQLinear_GEMVFast"),
-    Kernel.MARLIN: ("awq.modules.linear.marlin", "WQLinear_Marlin"),
-    Kernel.EXLLAMA: ("awq.modules.linear.exllama", "WQLinear_Exllama"),
-    Kernel.EXLLAMAV2: ("awq.modules.linear.exllamav2", "WQLinear_ExllamaV2"),
-    Kernel.IPEX: ("awq.modules.linear.gemm_ipex", "WQLinear_IPEX"),
-}
 # kernel -> AutoAWQ's post-load initialisation of every such layer in a model
 _POST_INIT: dict[Kernel, tuple[str, str]] = {
     Kernel.MARLIN: ("awq.modules.linear.marlin", "marlin_post_init"),
@@ -48,13 +39,10 @@ def _attribute(module: str, name: str) -> object:
 
 
 def _layer_class(kernel: Kernel) -> Callable[..., torch.nn.Module]:
-    from .gemm import TorchGEMMLinear, TritonGEMMLinear  # importing it imports AutoAWQ (import_awq) first
-
-    if kernel is Kernel.GEMM_TORCH:
-        return TorchGEMMLinear
-    if kernel is Kernel.GEMM_TRITON:
-        return TritonGEMMLinear
-    module, name = _AUTOAWQ_CLASSES[kernel]
+    """The class :attr:`~awq_autoselect.catalogue.KernelSpec.module_class` names for ``kernel``, imported."""
+    module, _, name = CATALOGUE[kernel].module_class.rpartition(".")
+    if module.startswith("awq."):
+        import_awq()  # AutoAWQ's import has side effects (warnings, transformers' lazy names): made once, quietly
     cls = _attribute(module, name)
     assert callable(cls)
     return cls
@@ -75,19 +63,18 @@ def build_layers(
         Exception: whatever the kernel's own construction or post-initialisation raises (a missing extension is an
             ``AttributeError`` on ``None`` at post-init for ExLlama, nothing at all for GEMV until the first forward).
     """
-    if kernel is Kernel.TORCH_INT4:
-        return torch.nn.ModuleList(TorchInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights)
-    if kernel is Kernel.GEMV_TRITON:
-        from .triton_int4 import TritonInt4Linear, tune_layers
-
-        triton_layers = torch.nn.ModuleList(
-            TritonInt4Linear.from_unpacked(w, device=device, dtype=dtype) for w in weights
-        )
-        if device.type == "cuda":
-            tune_layers(triton_layers)
-        return triton_layers.eval()
-    layout = CATALOGUE[kernel].layout
     cls = _layer_class(kernel)
+    if kernel is Kernel.TORCH_INT4 or kernel is Kernel.GEMV_TRITON:  # the project's layers, from unpacked weights
+        from_unpacked = getattr(cls, "from_unpacked")  # noqa: B009 - a classmethod of TorchInt4Linear and TritonInt4Linear
+        own = torch.nn.ModuleList(from_unpacked(w, device=device, dtype=dtype) for w in weights)
+        if kernel is Kernel.TORCH_INT4:
+            return own
+        from .triton_int4 import tune_layers
+
+        if device.type == "cuda":
+            tune_layers(own)
+        return own.eval()
+    layout = CATALOGUE[kernel].layout
     layers: list[torch.nn.Module] = []
     for weight in weights:
         tensors = formats.pack(layout, weight)

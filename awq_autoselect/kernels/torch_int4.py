@@ -30,7 +30,6 @@ Private module: imported by :mod:`awq_autoselect.loading` inside functions, neve
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -41,6 +40,8 @@ from awq_autoselect import settings
 from awq_autoselect._packages import satisfies
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.errors import ConversionError, InvalidArgumentError, VersionUnavailableError
+from awq_autoselect.formats.geometry import SYMMETRIC_ZERO
+from awq_autoselect.formats.packing import join_nibbles, split_nibbles
 
 from .int4_dequant import DenseBuilder, dequantize_tiles
 
@@ -96,7 +97,6 @@ MIN_CAPABILITY = (8, 0)
 #: Unit roundoff of bfloat16 (8 significant bits, round to nearest even).
 BF16_UNIT_ROUNDOFF = 2.0**-8
 
-_SYMMETRIC_ZERO = 8
 _CPU_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -119,16 +119,10 @@ def inner_k_tiles_for(in_features: int) -> int:
     )
 
 
-def _little_endian() -> None:
-    # The tile layout is assembled from bytes with Tensor.view(int32), which sees the host's byte order.
-    if sys.byteorder != "little":  # pragma: no cover - no big-endian machine runs this
-        raise ConversionError("torch_int4 weights can only be packed on a little-endian host")
-
-
 # Element (n, k) of the weight sits, within tile (n // 8, k // (16 * innerKTiles)), at lane t = 4 * a + b and
 # int32 p, nibble j = 4 * h + c, where n % 8 = a and k % (16 * innerKTiles) = 32 * p + 8 * c + 2 * b + h.
 # That is aten's matrix_to_m16n8k16_Bint4_layout for uint8 input with the even input in the high nibble
-# (docs/torch-int4.md); tests/test_torch_int4_gpu.py checks pack_tiles against aten's op bit for bit.
+# (docs/torch-int4.md); tests/gpu/test_torch_int4.py checks pack_tiles against aten's op bit for bit.
 
 
 def pack_tiles(intweight: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
@@ -139,7 +133,6 @@ def pack_tiles(intweight: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
     Raises:
         ConversionError: the shape does not tile (N not a multiple of 8, K not of ``16 * inner_k_tiles``).
     """
-    _little_endian()
     n, k = intweight.shape
     if n % 8 or inner_k_tiles not in (2, 4, 8) or k % (16 * inner_k_tiles):
         raise ConversionError(
@@ -149,9 +142,9 @@ def pack_tiles(intweight: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
     # dims: nt, a, ko, p, bl, nib, b, h  (c = 2 * bl + nib; byte 2 * h + bl of the int32, nibble nib of it)
     grid = intweight.reshape(n // 8, 8, k // (16 * inner_k_tiles), pairs, 2, 2, 4, 2)
     grid = grid.permute(0, 2, 1, 6, 3, 7, 4, 5)  # nt, ko, a, b, p, h, bl, nib
-    packed = grid[..., 0] | (grid[..., 1] << 4)  # uint8; the (h, bl) pair is the byte index in the int32
-    words = packed.contiguous().view(n // 8, k // (16 * inner_k_tiles), 32, pairs * 4)
-    return words.view(torch.int32)
+    # (p, h, bl, nib) is the nibble's place in the lane's int32s: byte 2 * h + bl of int32 p, its nibble nib
+    nibbles = grid.reshape(n // 8, k // (16 * inner_k_tiles), 32, pairs * 8)
+    return join_nibbles(nibbles, torch.int32)
 
 
 def unpack_tiles(tiles: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
@@ -160,7 +153,6 @@ def unpack_tiles(tiles: torch.Tensor, out_features: int, in_features: int) -> to
     Raises:
         ConversionError: ``tiles`` is not int32 of the tile shape for ``[out_features, in_features]``.
     """
-    _little_endian()
     if tiles.dtype != torch.int32 or tiles.dim() != 4 or tiles.shape[2] != 32:
         raise ConversionError(
             f"expected int32 tinygemm tiles [N/8, K/(16*t), 32, t/2], got {tiles.dtype}{list(tiles.shape)}"
@@ -168,8 +160,7 @@ def unpack_tiles(tiles: torch.Tensor, out_features: int, in_features: int) -> to
     n_tiles, k_outer, _, pairs = tiles.shape
     if n_tiles * 8 != out_features or k_outer * pairs * 32 != in_features:
         raise ConversionError(f"tiles {list(tiles.shape)} do not hold a [{out_features}, {in_features}] weight")
-    raw = tiles.contiguous().view(torch.uint8).view(n_tiles, k_outer, 8, 4, pairs, 2, 2)  # nt, ko, a, b, p, h, bl
-    nibbles = torch.stack((raw & 0xF, raw >> 4), dim=-1)  # ..., nib
+    nibbles = split_nibbles(tiles).view(n_tiles, k_outer, 8, 4, pairs, 2, 2, 2)  # nt, ko, a, b, p, h, bl, nib
     return nibbles.permute(0, 2, 1, 4, 6, 7, 3, 5).reshape(out_features, in_features)
 
 
@@ -184,11 +175,9 @@ def weight_error_bound(
     n, k = intweight.shape
     u = BF16_UNIT_ROUNDOFF
     q = intweight.float().view(n, -1, group_size)
-    z = (torch.full_like(scales, _SYMMETRIC_ZERO, dtype=torch.float32) if zeros is None else zeros.float()).unsqueeze(
-        -1
-    )
+    z = (torch.full_like(scales, SYMMETRIC_ZERO, dtype=torch.float32) if zeros is None else zeros.float()).unsqueeze(-1)
     s = scales.float().unsqueeze(-1)
-    bound = u * (1 + u) * s * ((q - _SYMMETRIC_ZERO).abs() + (_SYMMETRIC_ZERO - z).abs()) + u * ((q - z) * s).abs()
+    bound = u * (1 + u) * s * ((q - SYMMETRIC_ZERO).abs() + (SYMMETRIC_ZERO - z).abs()) + u * ((q - z) * s).abs()
     return bound.view(n, k)
 
 
@@ -279,9 +268,8 @@ class TorchInt4Linear(torch.nn.Module):
         ConversionError: the shape or group size cannot be held by tinygemm.
         VersionUnavailableError: torch, the device or the dtype cannot run tinygemm (too old a torch, compute
             capability below 8.0, a dtype the kernel lacks).
-        ValueError: ``dense_threshold`` below 1.
-        InvalidArgumentError: ``dense_threshold`` not given and ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` (or another
-            ``AWQ_AUTOSELECT_*`` variable) holds a bad value.
+        InvalidArgumentError: (a ``ValueError``) ``dense_threshold`` below 1; or ``dense_threshold`` not given and
+            ``$AWQ_AUTOSELECT_INT4_DENSE_THRESHOLD`` (or another ``AWQ_AUTOSELECT_*`` variable) holds a bad value.
     """
 
     qtiles: torch.Tensor
@@ -306,7 +294,10 @@ class TorchInt4Linear(torch.nn.Module):
             dev = torch.device("cuda", torch.cuda.current_device())
         threshold = default_dense_threshold() if dense_threshold is None else dense_threshold
         if threshold < 1:
-            raise ValueError(f"dense_threshold must be >= 1 (rows), got {dense_threshold}")
+            raise InvalidArgumentError(
+                f"dense_threshold={dense_threshold!r}: expected a number of rows >= 1 (from which forward dequantizes "
+                f"and calls F.linear); pass None for the default ({DENSE_THRESHOLD})"
+            )
         _check_platform(dev, dtype)
         self.inner_k_tiles = _check_shape(in_features, out_features, group_size, dev)
         self.in_features = in_features
@@ -386,9 +377,9 @@ class TorchInt4Linear(torch.nn.Module):
         dtype = self.scales_and_zeros.dtype
         q = weight.intweight.to(dev).contiguous()
         s = weight.scales.to(dev, torch.float32)
-        z = torch.full_like(s, _SYMMETRIC_ZERO) if weight.zeros is None else weight.zeros.to(dev, torch.float32)
+        z = torch.full_like(s, SYMMETRIC_ZERO) if weight.zeros is None else weight.zeros.to(dev, torch.float32)
         # (8 - z) * s is exact in float32 (a 5-bit integer times an 11-bit fp16 mantissa): one rounding to dtype.
-        pairs = torch.stack((s, (_SYMMETRIC_ZERO - z) * s), dim=-1)  # [N, G, 2]
+        pairs = torch.stack((s, (SYMMETRIC_ZERO - z) * s), dim=-1)  # [N, G, 2]
         self.scales_and_zeros.copy_(pairs.transpose(0, 1))
         if dev.type == "cuda":
             # aten's CUDA pack: uint8 [N, K/2], the even input in the high nibble.
@@ -433,7 +424,7 @@ class TorchInt4Linear(torch.nn.Module):
 
         ``(q - 8) * scale + zero`` rounded once, as tinygemm does on CUDA (the CPU kernel keeps it in float32).
         On CUDA a Triton kernel builds it (one pass), elsewhere torch ops; the same bits either way
-        (:mod:`awq_autoselect._int4_dequant`).
+        (:mod:`awq_autoselect.kernels.int4_dequant`).
         """
         with torch.no_grad():
             return dequantize_tiles(

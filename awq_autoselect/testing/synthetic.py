@@ -57,6 +57,8 @@ from awq_autoselect._writing import staged_directory
 from awq_autoselect.catalogue import Layout
 from awq_autoselect.devices import resolve_device
 from awq_autoselect.errors import InvalidArgumentError, UnknownVersionError, UnsupportedCheckpointError
+from awq_autoselect.formats.geometry import NIBBLES_PER_WORD, layer_geometry, tensor_shapes
+from awq_autoselect.formats.packing import from_awq_order, join_nibbles
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +84,7 @@ DEFAULT_MAX_SHARD_SIZE = 2_000_000_000
 
 _SUPPORTED_LAYOUTS = (Layout.GEMM, Layout.GEMV)
 _GROUP_SIZES = (32, 64, 128, -1)  # what AutoAWQ's WQLinear_GEMV accepts at load (calculate_zeros_width)
-_PACK = 8  # 4-bit values per int32
+_ITEMSIZE = {"int32": 4, "int16": 2, "float16": 2}
 _SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 _BOS_ID, _EOS_ID = 1, 2
 
@@ -226,29 +228,12 @@ class _TensorPlan:
         return math.prod(self.shape) * self.itemsize
 
 
-def _zeros_width(in_features: int, group: int) -> int:
-    """Int32 columns of a GEMV ``qzeros`` (AutoAWQ's ``calculate_zeros_width``: padded for the kernel)."""
-    multiplier = 1 if group >= 128 else 128 // group
-    width = -(-(in_features // group) // _PACK)
-    return -(-width // multiplier) * multiplier
-
-
 def _linear_plan(
     prefix: str, in_features: int, out_features: int, layout: Layout, group_size: int
 ) -> list[_TensorPlan]:
-    group = in_features if group_size == -1 else group_size
-    if layout is Layout.GEMM:
-        groups = in_features // group
-        return [
-            _TensorPlan(f"{prefix}.qweight", (in_features, out_features // _PACK), 4),
-            _TensorPlan(f"{prefix}.qzeros", (groups, out_features // _PACK), 4),
-            _TensorPlan(f"{prefix}.scales", (groups, out_features), 2),
-        ]
-    width = _zeros_width(in_features, group)
+    geo = layer_geometry(layout, in_features, out_features, group_size)
     return [
-        _TensorPlan(f"{prefix}.qweight", (out_features, in_features // _PACK), 4),
-        _TensorPlan(f"{prefix}.qzeros", (out_features, width), 4),
-        _TensorPlan(f"{prefix}.scales", (out_features, width * _PACK), 2),
+        _TensorPlan(f"{prefix}.{name}", shape, _ITEMSIZE[dtype]) for name, (shape, dtype) in tensor_shapes(geo).items()
     ]
 
 
@@ -290,33 +275,6 @@ def _random_words(shape: tuple[int, ...], gen: torch.Generator, device: torch.de
     return torch.randint(-(2**31), 2**31, shape, dtype=torch.int32, generator=gen, device=device)
 
 
-def _unpack_awq_transposed(words: torch.Tensor) -> torch.Tensor:
-    """GEMM-packed int32 ``[R, C]`` -> 4-bit values ``[8C, R]`` (uint8): unpacked, natural order, transposed.
-
-    Nibble ``i`` of a GEMM word holds column ``8c + [0, 2, 4, 6, 1, 3, 5, 7][i]`` (AutoAWQ's ``AWQ_ORDER``), so
-    byte ``b`` holds column ``4*(b & 1) + (b >> 1)`` in its low nibble and that plus 2 in its high nibble.
-    Working on bytes, transposed first, keeps every later copy a run of ``R`` contiguous bytes.
-    """
-    import torch
-
-    rows, cols = words.shape
-    # Little-endian int32: byte b holds bits 8b..8b+7, nibbles 2b and 2b+1.
-    by_byte = words.contiguous().view(torch.uint8).view(rows, cols * 4).t().contiguous().view(cols, 2, 2, rows)
-    out = torch.empty((cols, 2, 4, rows), dtype=torch.uint8, device=words.device)  # [word, b & 1, column, row]
-    out[:, :, 0:2] = torch.bitwise_and(by_byte, 15).transpose(1, 2)
-    out[:, :, 2:4] = torch.bitwise_right_shift(by_byte, 4).transpose(1, 2)
-    return out.view(cols * _PACK, rows)
-
-
-def _pack_natural(values: torch.Tensor) -> torch.Tensor:
-    """4-bit values ``[R, 8C]`` (uint8) -> int32 ``[R, C]`` with value ``8c + i`` in nibble ``i`` (GEMV order)."""
-    import torch
-
-    pairs = values.reshape(values.shape[0], -1, 2)
-    packed = torch.bitwise_or(pairs[..., 0], torch.bitwise_left_shift(pairs[..., 1], 4))
-    return packed.contiguous().view(torch.int32)
-
-
 def _draw_linear(
     prefix: str,
     in_features: int,
@@ -333,8 +291,8 @@ def _draw_linear(
     group = in_features if group_size == -1 else group_size
     groups = in_features // group
     # Canonical draws: GEMM-packed words (8 uniform 4-bit values each) for weights and zero points.
-    qweight = _random_words((in_features, out_features // _PACK), gen, device)
-    qzeros = _random_words((groups, out_features // _PACK), gen, device)
+    qweight = _random_words((in_features, out_features // NIBBLES_PER_WORD), gen, device)
+    qzeros = _random_words((groups, out_features // NIBBLES_PER_WORD), gen, device)
     # Scales near 1/(4*sqrt(K)) with +-25% spread: (q - z) has a standard deviation of about 6.5, so each
     # weight has a standard deviation of about 1.6/sqrt(K) and every projection keeps activations O(1).
     base = 1.0 / (4.0 * math.sqrt(in_features))
@@ -345,15 +303,15 @@ def _draw_linear(
         yield f"{prefix}.qzeros", qzeros
         yield f"{prefix}.scales", scales
         return
-    width = _zeros_width(in_features, group)
-    weights = _unpack_awq_transposed(qweight)  # [N, K]
+    width = layer_geometry(layout, in_features, out_features, group_size).zeros_width
+    weights = from_awq_order(qweight)  # [N, K]
     del qweight
-    yield f"{prefix}.qweight", _pack_natural(weights)
+    yield f"{prefix}.qweight", join_nibbles(weights, torch.int32)
     del weights
-    zeros = torch.zeros((out_features, width * _PACK), dtype=torch.uint8, device=device)
-    zeros[:, :groups] = _unpack_awq_transposed(qzeros)
-    yield f"{prefix}.qzeros", _pack_natural(zeros)
-    padded = torch.zeros((out_features, width * _PACK), dtype=torch.float16, device=device)
+    zeros = torch.zeros((out_features, width * NIBBLES_PER_WORD), dtype=torch.uint8, device=device)
+    zeros[:, :groups] = from_awq_order(qzeros)
+    yield f"{prefix}.qzeros", join_nibbles(zeros, torch.int32)
+    padded = torch.zeros((out_features, width * NIBBLES_PER_WORD), dtype=torch.float16, device=device)
     padded[:, :groups] = scales.t()
     yield f"{prefix}.scales", padded
 
@@ -548,7 +506,7 @@ def _check_group_size(shape: ModelShape, group_size: int, layout: Layout) -> Non
                 f"group_size={group_size} does not divide {name}'s in_features {in_features} in shape "
                 f"{shape.name!r}: pick a group size that divides {shape.hidden_size} and {shape.intermediate_size}"
             )
-        if in_features % _PACK or out_features % _PACK:
+        if in_features % NIBBLES_PER_WORD or out_features % NIBBLES_PER_WORD:
             raise InvalidArgumentError(
                 f"shape {shape.name!r}: {name} is {in_features}x{out_features}; AWQ packs 8 values per int32, "
                 "so both must be multiples of 8"

@@ -1,11 +1,13 @@
-"""AutoAWQ's packed 4-bit layouts, and exact conversions between them.
+"""AutoAWQ's packed 4-bit layouts in torch: unpack, pack, exact conversions, dequantization.
 
 AutoAWQ 0.2.9 ignores ``from_quantized(version=...)``: the packed layout a checkpoint was saved in decides which
 kernel runs. To run another kernel, the loader converts the packed tensors in memory. This module is that
-tensor-level layer: :func:`unpack` turns one layer's packed tensors into a layout-free
-:class:`UnpackedWeight` (integer weights, integer zero points, fp16 scales), :func:`pack` writes one back in any
-layout, and :func:`convert` does both. Every layout is reproduced bit for bit as AutoAWQ's own ``from_linear``
-writes it; docs/formats.md describes each layout and the exactness guarantees.
+tensor-level layer: :func:`unpack` turns one layer's packed tensors into a layout-free :class:`UnpackedWeight`
+(integer weights, integer zero points, fp16 scales), :func:`pack` writes one back in any layout, and
+:func:`convert` does both. Every layout is reproduced bit for bit as AutoAWQ's own ``from_linear`` writes it;
+docs/formats.md describes each layout and the exactness guarantees. The shapes, paddings and nibble orders
+followed here are :mod:`.geometry`'s; :func:`split_nibbles`, :func:`join_nibbles` and :func:`from_awq_order`
+are the one place words become 4-bit values and back (synthetic checkpoints and the int4 kernels use them).
 
 Invariants: importing this module imports neither torch nor awq (torch is imported inside functions, awq never);
 conversions are vectorized torch operations that run on whatever device the tensors are on, and never change
@@ -16,13 +18,24 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-from .catalogue import Layout
-from .errors import ConversionError, UnknownVersionError
+from awq_autoselect.catalogue import Layout
+from awq_autoselect.errors import ConversionError
+
+from .geometry import (
+    MAX_Q,
+    NIBBLES_PER_WORD,
+    SYMMETRIC_ZERO,
+    LayerGeometry,
+    layer_geometry,
+    parse_layout,
+    require_little_endian,
+    tensor_shapes,
+    zeros_width,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -36,8 +49,11 @@ __all__ = [
     "UnpackedWeight",
     "convert",
     "dequantize",
+    "from_awq_order",
+    "join_nibbles",
     "pack",
     "packed_shapes",
+    "split_nibbles",
     "unpack",
     "zeros_width",
 ]
@@ -53,14 +69,6 @@ logger = logging.getLogger(__name__)
 # (0.0074) away from the integer z; anything further than this is not an integer zero point (docs/formats.md).
 GEMV_FAST_ZERO_TOLERANCE: float = 1 / 16
 
-_MARLIN_ZERO = 8  # Marlin is symmetric: it subtracts 8 from every stored 4-bit value
-_MAX_Q = 15
-_REQUIRED = {
-    Layout.GEMM: ("qweight", "qzeros", "scales"),
-    Layout.GEMV: ("qweight", "qzeros", "scales"),
-    Layout.GEMV_FAST: ("qweight", "qzeros", "scales"),
-    Layout.MARLIN: ("qweight", "scales"),
-}
 # WQLinear_Marlin.post_init() adds a non-persistent scratch buffer; it is not weight data, so it is ignored.
 _IGNORED = {Layout.MARLIN: frozenset({"workspace"})}
 
@@ -135,124 +143,17 @@ class UnpackedWeight:
 
     def is_symmetric(self) -> bool:
         """Whether every zero point is 8, i.e. the weight can be packed for Marlin (reads every zero)."""
-        return self.zeros is None or bool((self.zeros == _MARLIN_ZERO).all())
+        return self.zeros is None or bool((self.zeros == SYMMETRIC_ZERO).all())
 
 
 # --------------------------------------------------------------------------------------------------------------
-# geometry: what a layer of each layout holds
+# shapes
 
 
-class _Geometry(NamedTuple):
-    layout: Layout
-    in_features: int
-    out_features: int
-    group_size: int  # effective: in_features for per-channel
-    n_groups: int
-    zeros_width: int  # int32 words of qzeros per row in GEMV; GEMV/GEMV_FAST pad groups to zeros_width * 8
-
-
-def zeros_width(in_features: int, group_size: int) -> int:
-    """Int32 words per output row that AutoAWQ's GEMV and GEMV_FAST layouts reserve for zero points.
-
-    The group count rounded up to whole words of 8, then up to a multiple of 1 word (group size 128 or more),
-    2 (64) or 4 (32); ``scales`` (and GEMV_FAST's ``qzeros``) are padded to ``zeros_width * 8`` groups. This is
-    AutoAWQ 0.2.9's ``calculate_zeros_width``, with ``group_size=-1`` read as ``in_features``.
-
-    Raises:
-        ConversionError: a group size these layouts cannot hold (anything but 32, 64 or 128 and more), or one
-            that does not divide ``in_features``.
-    """
-    group = in_features if group_size == -1 else group_size
-    if group <= 0 or in_features <= 0 or in_features % group:
-        raise ConversionError(
-            f"group_size {group_size} does not divide in_features {in_features}: expected a positive divisor, "
-            "or -1 for one group per row"
-        )
-    if group >= 128:
-        multiple = 1
-    elif group == 64:
-        multiple = 2
-    elif group == 32:
-        multiple = 4
-    else:
-        raise ConversionError(
-            f"group_size {group} cannot be held by AutoAWQ's GEMV/GEMV_FAST layouts (they take 32, 64 or >= 128); "
-            "use the GEMM layout for this layer"
-        )
-    words = -(-(in_features // group) // 8)
-    return -(-words // multiple) * multiple
-
-
-def _layout(value: Layout | str) -> Layout:
-    if isinstance(value, Layout):
-        return value
-    key = str(value).strip().lower().replace("-", "_")
-    key = {"gemvfast": "gemv_fast"}.get(key, key)
-    try:
-        return Layout(key)
-    except ValueError:
-        known = ", ".join(v.value for v in Layout)
-        raise UnknownVersionError(f"unknown AWQ packed layout {value!r}: expected one of {known}") from None
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _geometry(layout: Layout | str, in_features: int, out_features: int, group_size: int) -> _Geometry:
-    kind = _layout(layout)
-    name = kind.value.upper()
-    for label, value in (("in_features", in_features), ("out_features", out_features)):
-        if not _is_int(value) or value <= 0:
-            raise ConversionError(f"{name}: {label} must be a positive int, got {value!r}")
-    if not _is_int(group_size):
-        raise ConversionError(f"{name}: group_size must be an int (-1 for per-channel), got {group_size!r}")
-    group = in_features if group_size == -1 else group_size
-    if group <= 0 or in_features % group:
-        raise ConversionError(
-            f"{name}: group_size {group_size} does not divide in_features {in_features}: expected a positive "
-            "divisor, or -1 for one group per row"
-        )
-
-    def need(multiple: int, label: str, value: int, why: str) -> None:
-        if value % multiple:
-            raise ConversionError(
-                f"{name} layout needs {label} to be a multiple of {multiple} ({why}), got {value}; "
-                "use the GEMM layout for this layer"
-            )
-
-    # AutoAWQ's modules all assert out_features % 8 == 0 (8 nibbles per int32), whatever the layout.
-    need(8, "out_features", out_features, "AutoAWQ packs 8 weights per int32")
-    width = 0
-    if kind is Layout.GEMV:
-        need(8, "in_features", in_features, "8 inputs per int32")
-        width = zeros_width(in_features, group)
-    elif kind is Layout.GEMV_FAST:
-        need(64, "in_features", in_features, "weights are interleaved in 64-input blocks")
-        width = zeros_width(in_features, group)
-    elif kind is Layout.MARLIN:
-        need(128, "in_features", in_features, "the Marlin kernel's tiles are 128 inputs deep")
-        need(256, "out_features", out_features, "the Marlin kernel's tiles are 256 outputs wide")
-        if group not in (128, in_features):
-            raise ConversionError(
-                f"MARLIN layout supports group_size 128 or -1 (per-channel), got {group_size} for in_features "
-                f"{in_features}: the Marlin kernel has no other group size; use the GEMM layout"
-            )
-    return _Geometry(kind, in_features, out_features, group, in_features // group, width)
-
-
-def _shapes(geo: _Geometry) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def _shapes(geo: LayerGeometry) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     import torch
 
-    k, n, g, zw = geo.in_features, geo.out_features, geo.n_groups, geo.zeros_width
-    i32, i16, f16 = torch.int32, torch.int16, torch.float16
-    if geo.layout is Layout.GEMM:
-        return {"qweight": ((k, n // 8), i32), "qzeros": ((g, n // 8), i32), "scales": ((g, n), f16)}
-    if geo.layout is Layout.GEMV:
-        return {"qweight": ((n, k // 8), i32), "qzeros": ((n, zw), i32), "scales": ((n, zw * 8), f16)}
-    if geo.layout is Layout.GEMV_FAST:
-        return {"qweight": ((n // 4, k), i16), "qzeros": ((zw * 8, n), f16), "scales": ((zw * 8, n), f16)}
-    return {"qweight": ((k // 16, n * 2), i32), "scales": ((g, n), f16)}
+    return {name: (shape, getattr(torch, dtype)) for name, (shape, dtype) in tensor_shapes(geo).items()}
 
 
 def packed_shapes(
@@ -269,7 +170,7 @@ def packed_shapes(
     """
     import torch
 
-    shapes = _shapes(_geometry(layout, in_features, out_features, group_size))
+    shapes = _shapes(layer_geometry(layout, in_features, out_features, group_size))
     if bias:
         shapes["bias"] = ((out_features,), torch.float16)
     return shapes
@@ -314,10 +215,11 @@ def _expect_bias(bias: object, out_features: int, where: str = "UnpackedWeight")
         raise ConversionError(f"{where}: bias should be a float [{out_features}] vector, found {_describe(bias)}")
 
 
-def _checked(geo: _Geometry, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _checked(geo: LayerGeometry, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The layer's tensors by name, after checking names, dtypes, shapes and devices against ``geo``."""
     where = f"{geo.layout.value.upper()} layer [{geo.out_features}x{geo.in_features}, group {geo.group_size}]"
-    required = _REQUIRED[geo.layout]
+    shapes = _shapes(geo)
+    required = tuple(shapes)
     ignored = _IGNORED.get(geo.layout, frozenset())
     unknown = sorted(set(tensors) - {*required, "bias", *ignored})
     if unknown:
@@ -337,7 +239,7 @@ def _checked(geo: _Geometry, tensors: Mapping[str, torch.Tensor]) -> dict[str, t
             f"{where}: missing tensor(s) {', '.join(missing)} (expected {', '.join(required)} and optional bias)"
         )
     out = {name: tensors[name] for name in (*required, "bias") if name in tensors}
-    for name, (shape, dtype) in _shapes(geo).items():
+    for name, (shape, dtype) in shapes.items():
         _expect(name, out[name], dtype, shape, where=where)
     if "bias" in out:
         _expect_bias(out["bias"], geo.out_features, where)
@@ -350,17 +252,17 @@ def _checked(geo: _Geometry, tensors: Mapping[str, torch.Tensor]) -> dict[str, t
 
 def _check_values(weight: UnpackedWeight, layout: Layout) -> None:
     """Refuse 4-bit values out of range, and asymmetric weights for Marlin."""
-    if int(weight.intweight.max()) > _MAX_Q:
+    if int(weight.intweight.max()) > MAX_Q:
         raise ConversionError(
-            f"{layout.value.upper()}: intweight holds values above {_MAX_Q}: not 4-bit weights; nothing packed"
+            f"{layout.value.upper()}: intweight holds values above {MAX_Q}: not 4-bit weights; nothing packed"
         )
-    if weight.zeros is not None and int(weight.zeros.max()) > _MAX_Q:
+    if weight.zeros is not None and int(weight.zeros.max()) > MAX_Q:
         raise ConversionError(
-            f"{layout.value.upper()}: zeros holds values above {_MAX_Q}: not 4-bit zero points; nothing packed"
+            f"{layout.value.upper()}: zeros holds values above {MAX_Q}: not 4-bit zero points; nothing packed"
         )
     if layout is Layout.MARLIN and not weight.is_symmetric():
         assert weight.zeros is not None  # is_symmetric() is True for None
-        other = weight.zeros[weight.zeros != _MARLIN_ZERO]
+        other = weight.zeros[weight.zeros != SYMMETRIC_ZERO]
         found = ", ".join(str(v) for v in sorted(set(other[:4096].tolist()))[:6])
         raise ConversionError(
             "MARLIN cannot represent these weights: Marlin has no zero points (it always subtracts 8), but "
@@ -375,24 +277,28 @@ def _check_values(weight: UnpackedWeight, layout: Layout) -> None:
 # nibbles <-> words
 
 
-def _little_endian() -> None:
-    # Words are split into bytes with Tensor.view(uint8), which sees the host's byte order.
-    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
-        raise ConversionError("packed AWQ layouts can only be converted on a little-endian host")
+def split_nibbles(words: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., M * 2 * itemsize]``: the 4-bit fields of each word of ``words`` (any integer dtype), least
+    significant first.
 
-
-def _nibbles(words: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[..., M * 2 * itemsize]``: the 4-bit fields of each int16/int32 word, least significant first."""
+    Raises:
+        ConversionError: a big-endian host (the words are read through a byte view).
+    """
     import torch
 
-    _little_endian()
+    require_little_endian("packed AWQ weights")
     raw = words.contiguous().view(torch.uint8)
     return torch.stack((raw & 0xF, raw >> 4), dim=-1).flatten(-2)
 
 
-def _words(nibbles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Inverse of :func:`_nibbles`: uint8 values 0..15 ``[..., n]`` -> ``dtype`` words, least significant first."""
-    _little_endian()
+def join_nibbles(nibbles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`split_nibbles`: uint8 values 0..15 ``[..., n]`` -> ``dtype`` words, least significant
+    first (``n`` a multiple of twice the word's bytes).
+
+    Raises:
+        ConversionError: a big-endian host (the words are assembled through a byte view).
+    """
+    require_little_endian("packed AWQ weights")
     packed = nibbles[..., 1::2] << 4
     packed |= nibbles[..., 0::2]
     return packed.contiguous().view(dtype)
@@ -461,7 +367,7 @@ def unpack(
             message names it, with what was expected and found); the layout cannot hold this shape; or
             GEMV_FAST zero terms that are not ``-(s * z)`` for an integer ``z`` in 0..15.
     """
-    geo = _geometry(layout, in_features, out_features, group_size)
+    geo = layer_geometry(layout, in_features, out_features, group_size)
     t = _checked(geo, tensors)
     unpackers = {
         Layout.GEMM: _unpack_gemm,
@@ -473,10 +379,25 @@ def unpack(
     return UnpackedWeight(intweight, zeros, scales, geo.group_size, t.get("bias"))
 
 
-def _from_awq_order(words: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """int32 ``[rows, cols / 8]`` in AutoAWQ's column order -> uint8 ``[cols, rows]`` (transposed, contiguous)."""
-    # Nibble 4a + b of word c holds column 8c + 2b + a (the order [0, 2, 4, 6, 1, 3, 5, 7]).
-    return _nibbles(words).view(rows, cols // 8, 2, 4).permute(1, 3, 2, 0).reshape(cols, rows)
+def from_awq_order(words: torch.Tensor) -> torch.Tensor:
+    """int32 ``[R, C]`` packed in AutoAWQ's GEMM column order -> uint8 ``[8C, R]``: the 4-bit values in natural
+    column order, transposed and contiguous (GEMM's ``qweight`` gives ``[out_features, in_features]``).
+
+    Raises:
+        ConversionError: a big-endian host (the words are read through a byte view).
+    """
+    import torch
+
+    require_little_endian("packed AWQ weights")
+    rows, cols = words.shape
+    # Byte b of word c holds nibbles 2b and 2b + 1, so (AWQ_ORDER) columns 8c + 4 * (b & 1) + (b >> 1) in its low
+    # half and that + 2 in its high half. The bytes are transposed first, so every later copy is a run of R bytes
+    # (four times faster than gathering nibbles on a CPU).
+    by_byte = words.contiguous().view(torch.uint8).view(rows, cols * 4).t().contiguous().view(cols, 2, 2, rows)
+    out = torch.empty((cols, 2, 4, rows), dtype=torch.uint8, device=words.device)  # word, b & 1, column, row
+    out[:, :, 0:2] = torch.bitwise_and(by_byte, 0xF).transpose(1, 2)
+    out[:, :, 2:4] = torch.bitwise_right_shift(by_byte, 4).transpose(1, 2)
+    return out.view(cols * NIBBLES_PER_WORD, rows)
 
 
 def _to_awq_order(values: torch.Tensor) -> torch.Tensor:
@@ -484,30 +405,30 @@ def _to_awq_order(values: torch.Tensor) -> torch.Tensor:
     import torch
 
     cols, rows = values.shape
+    # Nibble 4a + b of word c holds column 8c + 2b + a (AWQ_ORDER).
     ordered = values.view(cols // 8, 4, 2, rows).permute(3, 0, 2, 1).reshape(rows, cols)
-    return _words(ordered, torch.int32)
+    return join_nibbles(ordered, torch.int32)
 
 
-def _unpack_gemm(geo: _Geometry, t: dict[str, torch.Tensor]) -> _Parts:
-    n, k, g = geo.out_features, geo.in_features, geo.n_groups
-    intweight = _from_awq_order(t["qweight"], k, n)
-    zeros = _from_awq_order(t["qzeros"], g, n)
+def _unpack_gemm(geo: LayerGeometry, t: dict[str, torch.Tensor]) -> _Parts:
+    intweight = from_awq_order(t["qweight"])
+    zeros = from_awq_order(t["qzeros"])
     return intweight, zeros, t["scales"].t().contiguous()
 
 
-def _unpack_gemv(geo: _Geometry, t: dict[str, torch.Tensor]) -> _Parts:
+def _unpack_gemv(geo: LayerGeometry, t: dict[str, torch.Tensor]) -> _Parts:
     g = geo.n_groups
-    intweight = _nibbles(t["qweight"])
-    zeros = _nibbles(t["qzeros"])[:, :g].contiguous()
+    intweight = split_nibbles(t["qweight"])
+    zeros = split_nibbles(t["qzeros"])[:, :g].contiguous()
     return intweight, zeros, t["scales"][:, :g].contiguous()
 
 
-def _unpack_gemv_fast(geo: _Geometry, t: dict[str, torch.Tensor]) -> _Parts:
+def _unpack_gemv_fast(geo: LayerGeometry, t: dict[str, torch.Tensor]) -> _Parts:
     n, k, g = geo.out_features, geo.in_features, geo.n_groups
     perm = _perms(t["qweight"].device)["gemv_fast_inverse"]
     # Each int16 holds 4 consecutive values of a 4-row x 64-input block read row-major; undo that, then the
     # in-row reorder of every 32 inputs.
-    blocks = _nibbles(t["qweight"]).view(n // 4, k // 64, 4, 64).transpose(1, 2)
+    blocks = split_nibbles(t["qweight"]).view(n // 4, k // 64, 4, 64).transpose(1, 2)
     intweight = blocks.view(n // 4, 4, k // 64, 2, 32)[..., perm].reshape(n, k)
     scales = t["scales"][:g].t().contiguous()
     zeros = _gemv_fast_zeros(t["qzeros"][:g].t(), scales, where=f"GEMV_FAST layer [{n}x{k}]")
@@ -525,24 +446,24 @@ def _gemv_fast_zeros(qzeros: torch.Tensor, scales: torch.Tensor, *, where: str) 
     z = ratio.round()
     bad = ~torch.isfinite(qz) | (zero_scale & (qz != 0))
     bad |= ~zero_scale & ((ratio - z).abs() > GEMV_FAST_ZERO_TOLERANCE)
-    bad |= (z < 0) | (z > _MAX_Q)
+    bad |= (z < 0) | (z > MAX_Q)
     if bool(bad.any()):
         row, group = (int(v) for v in bad.nonzero()[0])
         raise ConversionError(
             f"{where}: qzeros[{group}, {row}] = {float(qz[row, group])!r} with scale {float(s[row, group])!r} is "
-            f"not -(scale * z) for an integer zero point z in 0..{_MAX_Q}: these weights have real-valued or "
+            f"not -(scale * z) for an integer zero point z in 0..{MAX_Q}: these weights have real-valued or "
             "corrupt zero points that no other layout can represent; keep this checkpoint in GEMV_FAST"
         )
     # A zero scale makes every weight of its group 0 whatever z is, and stores -0.0: z cannot be read back.
     # 8 is as good as any, and keeps the group symmetric.
-    z = torch.where(zero_scale, float(_MARLIN_ZERO), z)
+    z = torch.where(zero_scale, float(SYMMETRIC_ZERO), z)
     return z.to(torch.uint8)
 
 
-def _unpack_marlin(geo: _Geometry, t: dict[str, torch.Tensor]) -> _Parts:
+def _unpack_marlin(geo: LayerGeometry, t: dict[str, torch.Tensor]) -> _Parts:
     n, k, g = geo.out_features, geo.in_features, geo.n_groups
     perms = _perms(t["qweight"].device)
-    tiles = _nibbles(t["qweight"]).view(-1, 1024)[:, perms["marlin_inverse"]]
+    tiles = split_nibbles(t["qweight"]).view(-1, 1024)[:, perms["marlin_inverse"]]
     # tiles[kt, nt, kk, nn] holds weight[row nt*16 + nn, input kt*16 + kk].
     intweight = tiles.view(k // 16, n // 16, 16, 16).permute(1, 3, 0, 2).reshape(n, k)
     scale_perm = perms["marlin_scales_single_inverse" if geo.group_size == k else "marlin_scales_inverse"]
@@ -568,7 +489,7 @@ def pack(layout: Layout | str, weight: UnpackedWeight) -> dict[str, torch.Tensor
             Marlin asked for weights whose zero points are not all 8; or GEMV_FAST asked for scales so large
             that ``s * z`` overflows fp16.
     """
-    geo = _geometry(layout, weight.in_features, weight.out_features, weight.group_size)
+    geo = layer_geometry(layout, weight.in_features, weight.out_features, weight.group_size)
     _check_values(weight, geo.layout)
     packers = {
         Layout.GEMM: _pack_gemm,
@@ -587,7 +508,7 @@ def _zeros_or_eight(weight: UnpackedWeight) -> torch.Tensor:
 
     if weight.zeros is not None:
         return weight.zeros
-    return torch.full_like(weight.scales, _MARLIN_ZERO, dtype=torch.uint8)
+    return torch.full_like(weight.scales, SYMMETRIC_ZERO, dtype=torch.uint8)
 
 
 def _padded(values: torch.Tensor, columns: int) -> torch.Tensor:
@@ -599,7 +520,7 @@ def _padded(values: torch.Tensor, columns: int) -> torch.Tensor:
     return out
 
 
-def _pack_gemm(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
+def _pack_gemm(geo: LayerGeometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
     return {
         "qweight": _to_awq_order(weight.intweight),
         "qzeros": _to_awq_order(_zeros_or_eight(weight)),
@@ -607,25 +528,25 @@ def _pack_gemm(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.Tensor
     }
 
 
-def _pack_gemv(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
+def _pack_gemv(geo: LayerGeometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
     import torch
 
-    columns = geo.zeros_width * 8
+    columns = geo.zeros_width * NIBBLES_PER_WORD
     return {
-        "qweight": _words(weight.intweight, torch.int32),
-        "qzeros": _words(_padded(_zeros_or_eight(weight), columns), torch.int32),
+        "qweight": join_nibbles(weight.intweight, torch.int32),
+        "qzeros": join_nibbles(_padded(_zeros_or_eight(weight), columns), torch.int32),
         "scales": _padded(weight.scales, columns),
     }
 
 
-def _pack_gemv_fast(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
+def _pack_gemv_fast(geo: LayerGeometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
     import torch
 
     n, k = geo.out_features, geo.in_features
     perm = _perms(weight.device)["gemv_fast"]
     reordered = weight.intweight.view(n // 4, 4, k // 64, 2, 32)[..., perm]
     interleaved = reordered.transpose(1, 2).reshape(n // 4, k // 64 * 256)
-    qweight = _words(interleaved, torch.int16).view(n // 4, k)
+    qweight = join_nibbles(interleaved, torch.int16).view(n // 4, k)
     # AutoAWQ: -(fp16 scale * float32 zero).to(fp16); the product is exact in float32, so one rounding.
     qzeros = torch.neg((weight.scales.float() * _zeros_or_eight(weight).float()).to(torch.float16))
     if not bool(torch.isfinite(qzeros).all()):
@@ -633,7 +554,7 @@ def _pack_gemv_fast(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.T
             f"GEMV_FAST layer [{n}x{k}]: scale * zero overflows float16 (a scale above {65504 / 15:.0f}?), so "
             "GEMV_FAST's pre-scaled zero points cannot hold these weights; use GEMM or GEMV"
         )
-    rows = geo.zeros_width * 8
+    rows = geo.zeros_width * NIBBLES_PER_WORD
     return {
         "qweight": qweight,
         "scales": _padded(weight.scales, rows).t().contiguous(),
@@ -641,13 +562,13 @@ def _pack_gemv_fast(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.T
     }
 
 
-def _pack_marlin(geo: _Geometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
+def _pack_marlin(geo: LayerGeometry, weight: UnpackedWeight) -> dict[str, torch.Tensor]:
     import torch
 
     n, k, g = geo.out_features, geo.in_features, geo.n_groups
     perms = _perms(weight.device)
     tiles = weight.intweight.view(n // 16, 16, k // 16, 16).permute(2, 0, 3, 1).reshape(-1, 1024)
-    qweight = _words(tiles[:, perms["marlin"]], torch.int32).view(k // 16, 2 * n)
+    qweight = join_nibbles(tiles[:, perms["marlin"]], torch.int32).view(k // 16, 2 * n)
     scale_perm = perms["marlin_scales_single" if geo.group_size == k else "marlin_scales"]
     scales = weight.scales.t().reshape(-1, scale_perm.numel())[:, scale_perm].view(g, n)
     return {"qweight": qweight, "scales": scales}
@@ -676,9 +597,9 @@ def convert(
         ConversionError: the tensors do not fit ``src`` (the message names the tensor, expected and found), or
             ``dst`` cannot represent this layer (e.g. asymmetric weights or an unsupported shape for Marlin).
     """
-    source, target = _layout(src), _layout(dst)
+    source, target = parse_layout(src), parse_layout(dst)
     if source is target:
-        return _checked(_geometry(source, in_features, out_features, group_size), tensors)
+        return _checked(layer_geometry(source, in_features, out_features, group_size), tensors)
     weight = unpack(source, tensors, in_features=in_features, out_features=out_features, group_size=group_size)
     out = pack(target, weight)
     logger.debug(
