@@ -33,10 +33,10 @@ from awq_autoselect.selection import (
     Candidate,
     Selection,
     Workload,
-    _rank,
     layout_conversion,
     select_awq_version,
 )
+from awq_autoselect.selection.select import _rank
 from awq_autoselect.workload import Regime
 
 QuantizedFactory = Callable[..., Path]
