@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from .capability import CapabilityLike
 from .catalogue import Kernel, parse_kernel
 from .checkpoint import CheckpointInfo, QuantConfig
-from .choice import Selection
 from .environment import Environment
 from .errors import InvalidArgumentError
-from .selection import select_awq_version
+from .selection import Selection, select_awq_version
 from .trials import host as _host
 from .trials.cache import CacheLookup
 from .trials.records import TrialReport, TrialResult

@@ -1,4 +1,5 @@
-"""Tests for awq_autoselect.environment: the real probe of this machine, real import failures, planning."""
+"""Tests for awq_autoselect.environment (records, diagnose, probe): the real probe of this machine, real import
+failures, planning."""
 
 from __future__ import annotations
 
@@ -16,19 +17,16 @@ import pytest
 
 from awq_autoselect.catalogue import CATALOGUE, Kernel
 from awq_autoselect.environment import (
-    EXTENSION_FUNCTIONS,
     INT4_OPS,
     INT4_OPS_CPU,
     KNOWN_MODULES,
     Environment,
     ModuleState,
     ModuleStatus,
-    _classify_import_error,
-    _probe_module,
-    _probe_torch,
-    _TorchInfo,
     probe_environment,
 )
+from awq_autoselect.environment.diagnose import EXTENSION_FUNCTIONS, classify_import_error
+from awq_autoselect.environment.probe import _probe_module, _probe_torch, _TorchInfo
 from awq_autoselect.errors import AwqAutoselectError, InvalidArgumentError, UnknownVersionError
 
 # --- the real probe of this machine -----------------------------------------------------------------------
@@ -256,7 +254,7 @@ _IPEX_28_EXIT = "module 'os' has no attribute 'exit'"
     ],
 )
 def test_classify_recorded_messages(exc: BaseException, cuda: str | None, state: ModuleState, words: list[str]) -> None:
-    status = _classify_import_error(
+    status = classify_import_error(
         "awq_ext", exc, version="0.0.9", torch_version="2.11.0+cu130", torch_cuda=cuda, kernels_version="0.0.9"
     )
     assert status.state is state

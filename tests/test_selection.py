@@ -20,7 +20,8 @@ import pytest
 from awq_autoselect.capability import ComputeCapability
 from awq_autoselect.catalogue import CATALOGUE, Kernel, Layout
 from awq_autoselect.checkpoint import CheckpointInfo, QuantConfig, QuantizedLayer, read_checkpoint
-from awq_autoselect.environment import Environment, _classify_import_error, probe_environment
+from awq_autoselect.environment import Environment, probe_environment
+from awq_autoselect.environment.diagnose import classify_import_error
 from awq_autoselect.errors import (
     InvalidArgumentError,
     InvalidCapabilityError,
@@ -33,10 +34,10 @@ from awq_autoselect.selection import (
     Candidate,
     Selection,
     Workload,
-    _rank,
     layout_conversion,
     select_awq_version,
 )
+from awq_autoselect.selection.select import _rank
 from awq_autoselect.workload import Regime
 
 QuantizedFactory = Callable[..., Path]
@@ -211,7 +212,7 @@ def _broken_environment() -> Environment:
     )
     modules = dict(base.modules)
     for name in ("awq_ext", "awq_v2_ext", "exl_ext", "exlv2_ext"):
-        modules[name] = _classify_import_error(
+        modules[name] = classify_import_error(
             name, undefined, version="0.0.9", torch_version="2.11.0+cu130", torch_cuda="13.0", kernels_version="0.0.9"
         )
     return dataclasses.replace(

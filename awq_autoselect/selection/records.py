@@ -1,6 +1,7 @@
 """What a selection decided and why, as records: :class:`Candidate` (one kernel judged, with its measurement,
 its spread and its margin to the selected kernel) and :class:`Selection` (the choice, the chain, every candidate),
-each with a text and a JSON form. :func:`awq_autoselect.selection.select_awq_version` makes them.
+each with a text (:meth:`Selection.explain`) and a JSON form. :func:`~awq_autoselect.selection.select_awq_version`
+makes them.
 
 Imports nothing heavy.
 """
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .capability import ComputeCapability
-from .catalogue import CATALOGUE, Kernel, KernelSpec, Layout, parse_kernel
-from .checkpoint import QuantConfig
-from .workload import Workload
+from awq_autoselect.capability import ComputeCapability
+from awq_autoselect.catalogue import CATALOGUE, Kernel, KernelSpec, Layout, parse_kernel
+from awq_autoselect.checkpoint import QuantConfig
+from awq_autoselect.workload import Workload
 
 __all__ = ["Candidate", "Selection"]
 
