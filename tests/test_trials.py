@@ -147,8 +147,9 @@ def test_the_kernels_of_a_run_are_timed_in_alternating_rounds_each_in_its_own_ch
 def test_a_kernel_that_cannot_win_stops_being_timed_after_its_first_round(
     checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """gemm_torch made to sleep 2 ms in every call (right numbers, far slower than torch_int4 at every row count):
-    one round shows it cannot win, its trial ends there, ok and cached, and says so; torch_int4 runs every round."""
+    """gemm_torch made to sleep 50 ms in every call (right numbers, far slower than torch_int4 at every row count, even
+    with torch_int4 stalled by a busy host: 8 ms per call at worst, seen here): one round shows it cannot win, its
+    trial ends there, ok and cached, and says so; torch_int4 runs every round."""
     from awq_autoselect.trials.interleave import ROUNDS
 
     rounds = tmp_path / "rounds.log"

@@ -4,7 +4,7 @@ Put this folder on PYTHONPATH and set ``AWQ_TEST_BREAK_KERNEL=<kernel>[,<kernel>
 ``segfault`` (the process dies by SIGSEGV at the kernel's first call), ``hang`` (the call never returns),
 ``garbage`` (the call returns wrong numbers), ``raise`` (the call raises a CUDA-style RuntimeError), ``oom`` (the
 call asks the allocator for more memory than any machine has: a real allocation failure), ``terminate`` (the
-process is ended by SIGTERM, as by someone outside) or ``slow`` (each call sleeps 2 ms first, then computes the
+process is ended by SIGTERM, as by someone outside) or ``slow`` (each call sleeps 50 ms first, then computes the
 right numbers: a kernel far slower than any other). With ``AWQ_TEST_BREAK_ONCE=<file>`` the kernel misbehaves only
 in the first process that finds the file missing (it creates it): a failure that does not repeat. The layers are
 the real ones; only their ``forward`` is replaced, after they are built.
@@ -59,7 +59,7 @@ if _KERNELS or _LOG:
             if _HOW == "raise":
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             if _HOW == "slow":
-                time.sleep(0.002)
+                time.sleep(0.05)
                 return forward(x)
             if _HOW == "oom":
                 import torch
