@@ -144,25 +144,27 @@ def test_the_kernels_of_a_run_are_timed_in_alternating_rounds_each_in_its_own_ch
     assert stored.host == report.results[0].host  # the load is cached with the timings
 
 
-def test_a_kernel_that_cannot_win_stops_being_timed_after_its_first_round(
+def test_a_kernel_that_cannot_win_stops_being_timed_after_a_majority_of_the_rounds(
     checkpoint: Path, cache: TrialCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """gemm_torch made to sleep 50 ms in every call (right numbers, far slower than torch_int4 at every row count, even
-    with torch_int4 stalled by a busy host: 8 ms per call at worst, seen here): one round shows it cannot win, its
-    trial ends there, ok and cached, and says so; torch_int4 runs every round."""
-    from awq_autoselect.trials.interleave import ROUNDS
+    with torch_int4 stalled by a busy host: 8 ms per call at worst, seen here): after a majority of the rounds it
+    cannot win, its trial ends there, ok and cached, and says so; torch_int4 runs every round."""
+    from awq_autoselect.trials.interleave import ROUNDS, cut_after
 
     rounds = tmp_path / "rounds.log"
     _break(monkeypatch, "gemm_torch", "slow")
     monkeypatch.setenv("AWQ_TEST_ROUND_LOG", str(rounds))
     info = read_checkpoint(checkpoint)
     report = run_trials(info, [Kernel.TORCH_INT4, Kernel.GEMM_TORCH], device="cpu", rows=(1, 8), cache=cache)
-    assert Counter(rounds.read_text().split()) == Counter({"torch_int4": ROUNDS, "gemm_torch": 1})
+    majority = cut_after(ROUNDS)
+    assert 1 < majority < ROUNDS
+    assert Counter(rounds.read_text().split()) == Counter({"torch_int4": ROUNDS, "gemm_torch": majority})
     fast, slow = report.results
     assert fast.ok and slow.ok, (fast.reason, slow.reason)
-    assert f"timed in 1 of {ROUNDS} rounds" in slow.reason
+    assert f"timed in {majority} of {ROUNDS} rounds" in slow.reason
     assert "slower than torch_int4 everywhere, so it cannot win" in slow.reason
-    assert all(len(t.eager_rounds) == 1 for s in slow.shapes for t in s.timings)
+    assert all(len(t.eager_rounds) == majority for s in slow.shapes for t in s.timings)
     assert all(len(t.eager_rounds) == ROUNDS for s in fast.shapes for t in s.timings)
     assert cache.get(machine_key("cpu"), Kernel.GEMM_TORCH, signature_of(info), ()) is not None
     assert select_awq_version(info, device="cpu", measurements=report).kernel is Kernel.TORCH_INT4

@@ -16,10 +16,12 @@ its job arrives. On a CPU the children then build their kernels at the same time
 on CUDA one after another, because building a kernel may time it on the GPU (gemv_triton tunes its launches at
 build).
 
-A kernel that cannot win leaves early: after each round, a kernel whose *fastest* round so far costs more than
-:data:`CUT_FACTOR` times another kernel's *slowest* round, at every row count and mode both measured, is finished
-there (its result holds the rounds it ran, and says so). A kernel 50x slower than the best no longer spends the
-whole run being timed: on a 7B's shapes that was most of a cold load's trials.
+A kernel that cannot win leaves early: once a majority of the rounds ran (:func:`cut_after`: 3 of 5), a kernel whose
+*fastest* round costs more than :data:`CUT_FACTOR` times another kernel's *slowest* round, at every row count and
+mode both measured, is finished there (its result holds the rounds it ran, and says so). The median of its rounds'
+costs over the full run could only be larger, and the other's only smaller, than those bounds: by that median the
+full run would have ordered the two the same way at every point (a ranking weighs points, never inverts them). One round is not enough: a host stall
+during one round (a CPU kernel's threads waiting for each other) would decide alone.
 
 Each child has its own budget of ``timeout_s`` seconds: its own setup, and the time its rounds take; the time it
 waits for the others' rounds does not count. A child over its budget is killed and its trial is *inconclusive*.
@@ -48,7 +50,7 @@ from .child import CUDA_ERROR_HINTS, OOM_HINTS, READY_MARKER, RESULT_MARKER, ROU
 from .host import HostMeter, free_threads, sample_host
 from .records import FailureCause, TrialResult
 
-__all__ = ["CUT_FACTOR", "ROUNDS", "cannot_win", "exit_cause", "run_group"]
+__all__ = ["CUT_FACTOR", "ROUNDS", "cannot_win", "cut_after", "exit_cause", "run_group"]
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +287,7 @@ def run_group(
                 if failed is not None:
                     results[kernel] = failed
                     del children[kernel]
-            if number + 1 < rounds:
+            if cut_after(rounds) <= number + 1 < rounds:
                 losers = cannot_win({kernel: child.rounds for kernel, child in children.items()})
                 if len(losers) >= len(children):  # cannot happen while the costs are consistent; keep one anyway
                     losers = {}
@@ -311,6 +313,12 @@ def _finish(child: _Child) -> TrialResult:
     asked = time.perf_counter()
     child.send("finish")
     return child.expect(asked) or child.ended()  # "ready" again instead of a result: it ended wrong
+
+
+def cut_after(rounds: int) -> int:
+    """The rounds a kernel runs before it may be cut: a majority of ``rounds``, whose medians then bound the full
+    run's median from below (for the kernel cut) and from above (for the kernel it lost to)."""
+    return rounds // 2 + 1
 
 
 def cannot_win(rounds: Mapping[Kernel, Sequence[RoundCosts]]) -> dict[Kernel, str]:
