@@ -20,8 +20,9 @@ A kernel that cannot win leaves early: once a majority of the rounds ran (:func:
 *fastest* round costs more than :data:`CUT_FACTOR` times another kernel's *slowest* round, at every row count and
 mode both measured, is finished there (its result holds the rounds it ran, and says so). The median of its rounds'
 costs over the full run could only be larger, and the other's only smaller, than those bounds: by that median the
-full run would have ordered the two the same way at every point (a ranking weighs points, never inverts them). One round is not enough: a host stall
-during one round (a CPU kernel's threads waiting for each other) would decide alone.
+full run would have ordered the two the same way at every point (a ranking weighs points, never inverts them). One
+round is not enough: a host stall during one round (a CPU kernel's threads waiting for each other) would decide
+alone.
 
 Each child has its own budget of ``timeout_s`` seconds: its own setup, and the time its rounds take; the time it
 waits for the others' rounds does not count. A child over its budget is killed and its trial is *inconclusive*.
