@@ -153,8 +153,7 @@ def _check(
         if not bool(torch.isfinite(got).all()):
             return math.inf
         ref = x.float().reshape(count, weight.in_features) @ reference.t()
-        denom = float(torch.linalg.vector_norm(ref)) or 1.0
-        worst = max(worst, float(torch.linalg.vector_norm(got - ref)) / denom)
+        worst = max(worst, _relative(got, ref))
     return worst
 
 
@@ -356,17 +355,16 @@ class Session:
         """The last round's cost per row count: ``{"ROWS": [eager_ms, graph_ms or None]}``, each the sum over shapes
         of (layers of that shape x the round's median time per call), as :meth:`TrialResult.layers_ms` sums. The
         parent compares the kernels' costs to stop the trials of those that cannot win (:mod:`.interleave`)."""
-        costs: dict[str, list[float | None]] = {}
+        eager: dict[str, float] = {}
+        graph: dict[str, float | None] = {}
         for point in self.points:
             if not point.eager:
                 continue
-            count = self.shapes[point.shape][0].count
-            eager, graph = costs.setdefault(str(point.rows), [0.0, 0.0])
-            costs[str(point.rows)] = [
-                None if eager is None else eager + point.eager[-1] * count / 1000.0,
-                None if graph is None or not point.replayed else graph + point.replayed[-1] * count / 1000.0,
-            ]
-        return costs
+            rows, count = str(point.rows), self.shapes[point.shape][0].count
+            eager[rows] = eager.get(rows, 0.0) + point.eager[-1] * count / 1000.0
+            so_far = graph.get(rows, 0.0)  # None once a shape at this row count has no graph timing
+            graph[rows] = None if so_far is None or not point.replayed else so_far + point.replayed[-1] * count / 1000.0
+        return {rows: [eager[rows], graph[rows]] for rows in eager}
 
     def result(self) -> TrialResult:
         """The *ok* result of the rounds so far."""
